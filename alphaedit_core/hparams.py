@@ -1,0 +1,144 @@
+"""Hyperparameters of AlphaEdit and MEMIT: one dataclass, presets as JSON files in `presets/`.
+
+Presets for the offline models follow one rule (`scaled_layers`): the reference's edited layer positions,
+taken as fractions of the reference model's depth, scaled to the target model's depth and rounded; the loss is
+read at the last layer, as in every reference file; the other fields come from the reference configuration of
+the same architecture family (LLaMA-3-8B AlphaEdit for LLaMA-architecture models, EasyEdit's Qwen2.5-7B for Qwen2,
+GPT-2 XL for GPT-2). Each preset file names its source.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+PRESET_DIR = "presets"
+
+
+@dataclass
+class EditHParams:
+    """Every knob of the algorithm. Field names follow the reference configuration files."""
+
+    layers: list[int] = field(default_factory=lambda: [4, 5, 6, 7, 8])
+    # target vector z (compute_z)
+    v_lr: float = 0.1
+    v_num_grad_steps: int = 25
+    v_loss_layer: int = -1  # negative counts from the end (-1: last layer)
+    v_weight_decay: float = 0.5
+    clamp_norm_factor: float = 0.75
+    kl_factor: float = 0.0625
+    early_stop_loss: float = 5e-2
+    fact_token: str = "subject_last"
+    # context templates: (tokens per template, number of templates); "{}" is always the first template
+    context_template_length: int = 10
+    context_template_count: int = 5
+    context_template_seeds: list[str] = field(default_factory=lambda: ["The", "Therefore", "Because", "I", "You"])
+    # update
+    L2: float = 10.0
+    nullspace_threshold: float = 2e-2  # absolute eigenvalue threshold of the official code
+    nullspace_mode: str = "threshold"  # "threshold" | "energy"
+    nullspace_energy: float = 0.01  # mode "energy": kept directions hold at most this share of the trace
+    mom2_update_weight: float = 15000.0  # MEMIT only
+    # covariance statistics
+    mom2_corpus: str = "austen"
+    mom2_n_tokens: int = 300_000
+    mom2_seq_len: int = 256
+    mom2_dtype: str = "float32"
+    # run
+    batch_size: int = 100
+    seed: int = 0
+    targets_chunk: int = 25  # requests optimised together (memory bound)
+    source: str = ""  # where the values come from
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"hparams field {name!r}={getattr(self, name)!r}: {why}")
+
+        if not self.layers or any(not isinstance(l, int) or l < 0 for l in self.layers):
+            raise bad("layers", "must be a non-empty list of non-negative layer indices")
+        if sorted(set(self.layers)) != list(self.layers):
+            raise bad("layers", "must be strictly increasing")
+        for name in ("v_lr", "clamp_norm_factor", "nullspace_threshold", "nullspace_energy", "early_stop_loss"):
+            if not getattr(self, name) > 0:
+                raise bad(name, "must be > 0")
+        for name in ("v_weight_decay", "kl_factor", "L2", "mom2_update_weight"):
+            if getattr(self, name) < 0:
+                raise bad(name, "must be >= 0")
+        for name in ("v_num_grad_steps", "batch_size", "targets_chunk", "mom2_n_tokens", "mom2_seq_len",
+                     "context_template_length"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise bad(name, "must be a positive integer")
+        if self.context_template_count < 0 or self.context_template_count > 0 and not self.context_template_seeds:
+            raise bad("context_template_count", "needs >= 0 and seed words when > 0")
+        if self.nullspace_energy >= 1:
+            raise bad("nullspace_energy", "must be < 1")
+        if self.fact_token != "subject_last":
+            raise bad("fact_token", "only 'subject_last' is implemented (the setting of every reference file)")
+        if self.nullspace_mode not in ("threshold", "energy"):
+            raise bad("nullspace_mode", "must be 'threshold' or 'energy'")
+        if self.mom2_dtype not in ("float32", "float64"):
+            raise bad("mom2_dtype", "must be 'float32' or 'float64'")
+
+    def check_model(self, n_layers: int) -> None:
+        """Raise if a layer index does not exist in a model of `n_layers` layers."""
+        if max(self.layers) >= n_layers:
+            raise ValueError(f"hparams field 'layers'={self.layers}: model has only {n_layers} layers")
+        if not -n_layers <= self.v_loss_layer < n_layers:
+            raise ValueError(f"hparams field 'v_loss_layer'={self.v_loss_layer}: model has {n_layers} layers")
+        if self.loss_layer(n_layers) < max(self.layers):
+            raise ValueError(f"hparams field 'v_loss_layer'={self.v_loss_layer}: below the last edited layer")
+
+    def loss_layer(self, n_layers: int) -> int:
+        return self.v_loss_layer % n_layers
+
+    # --- (de)serialisation -------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EditHParams":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown hparams field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**data)
+
+    def replace(self, **overrides: Any) -> "EditHParams":
+        return self.from_dict({**self.to_dict(), **overrides})
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, name_or_path: str | Path, **overrides: Any) -> "EditHParams":
+        """A preset name (see `list_presets()`) or a JSON file, with field overrides."""
+        path = Path(name_or_path)
+        if path.suffix == ".json" and path.exists():
+            data = json.loads(path.read_text())
+        else:
+            files = resources.files("alphaedit_core") / PRESET_DIR
+            preset = files / f"{name_or_path}.json"
+            if not preset.is_file():
+                raise ValueError(f"unknown hparams preset {str(name_or_path)!r}; presets: {list_presets()}")
+            data = json.loads(preset.read_text())
+        return cls.from_dict({**data, **overrides})
+
+
+def list_presets() -> list[str]:
+    files = resources.files("alphaedit_core") / PRESET_DIR
+    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".json"))
+
+
+def scaled_layers(reference_layers: list[int], reference_depth: int, depth: int) -> list[int]:
+    """The rule for new models: same relative depth, rounded, kept distinct and increasing."""
+    out: list[int] = []
+    for layer in reference_layers:
+        l = int(round(layer * depth / reference_depth))
+        out.append(max(l, out[-1] + 1) if out else l)
+    return out

@@ -1,0 +1,383 @@
+"""Target values z: the residual stream at the last edited layer L, at the subject's last token, that makes the
+model say the new target (the reference's `compute_z`).
+
+For each request a vector δ ([d_model]) is added to the output of layer L at the subject's last token of every
+prompt of the request (T context templates + the KL prompt "{subject} is a"); δ minimises
+
+    loss = mean_t NLL(target | template_t)                                 (read at layer v_loss_layer)
+         + kl_factor · KL(p_δ(· | "{s} is a") ‖ p_0(· | "{s} is a"))
+         + v_weight_decay · ‖δ‖ / ‖h0‖²                                     (norm not squared, as the reference)
+
+with Adam (lr v_lr), stopping when loss < early_stop_loss or after v_num_grad_steps − 1 updates, ‖δ‖ clamped to
+clamp_norm_factor · ‖h0‖ after each update; z = h0 + δ, h0 = layer-L output of the bare prompt.
+
+Two implementations with the same result:
+- `compute_targets_reference`: one request at a time, a full forward per step (what the reference does).
+- `compute_targets`: many requests at once. Per chunk of requests it runs the model once over the prompts
+  (layers below L never see δ), caches the keys/values of every position before the subject's last token in
+  layers above L (δ cannot reach them: attention is causal), and each step re-runs only layers L+1..loss layer on
+  the positions from the subject's last token on, with the logits only where the loss reads them. Each request
+  keeps its own Adam state and stops on its own; stopped requests leave the chunk when it is rebuilt.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .arch import ModelAdapter, StopForward, layer_output, replace_layer_output
+from .hparams import EditHParams
+from .prompts import Tokenized, target_ids, tokenize
+from .requests import EditRequest
+
+KL_PROMPT = "{} is a"
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+@dataclass
+class TargetResult:
+    z: torch.Tensor  # [n, d_model] target values
+    h0: torch.Tensor  # [n, d_model] unedited layer-L output (bare prompt)
+    steps: torch.Tensor  # [n] Adam updates taken
+    loss: torch.Tensor  # [n] last loss evaluated
+
+
+# ------------------------------------------------------------------------------------------------ shared pieces
+@dataclass
+class _Rows:
+    """All prompts of some requests, request-major: T rewriting rows then 1 KL row per request."""
+
+    tok: Tokenized
+    request_of_row: torch.Tensor  # [B]
+    label_rows: torch.Tensor  # [P] row of each supervised position
+    label_pos: torch.Tensor  # [P] position whose logits predict the label
+    labels: torch.Tensor  # [P]
+    label_weight: torch.Tensor  # [P] 1 / (len(target) · T): sums to the mean NLL per request
+    label_request: torch.Tensor  # [P]
+    kl_rows: torch.Tensor  # [R] the KL row of each request
+    first_rows: torch.Tensor  # [R] the bare-template row of each request
+
+
+def _build_rows(tok, requests: list[EditRequest], templates: list[str]) -> _Rows:
+    n_t = len(templates)
+    texts, subjects, suffixes, tgts = [], [], [], []
+    for r in requests:
+        tgt = target_ids(tok, r.target_new)
+        tgts.append(tgt)
+        for t in templates:
+            texts.append(t.format(r.prompt))
+            subjects.append(r.subject)
+            suffixes.append(tgt[:-1])
+        texts.append(KL_PROMPT)
+        subjects.append(r.subject)
+        suffixes.append([])
+    t = tokenize(tok, texts, subjects, suffixes)
+    per = n_t + 1
+    rows, pos, labels, weight, req = [], [], [], [], []
+    for i, tgt in enumerate(tgts):
+        for j in range(n_t):
+            b = i * per + j
+            start = t.lengths[b] - len(tgt)
+            for k, label in enumerate(tgt):
+                rows.append(b)
+                pos.append(start + k)
+                labels.append(label)
+                weight.append(1.0 / (len(tgt) * n_t))
+                req.append(i)
+    n = len(requests)
+    return _Rows(
+        tok=t,
+        request_of_row=torch.arange(n).repeat_interleave(per),
+        label_rows=torch.tensor(rows),
+        label_pos=torch.tensor(pos),
+        labels=torch.tensor(labels),
+        label_weight=torch.tensor(weight),
+        label_request=torch.tensor(req),
+        kl_rows=torch.arange(n) * per + n_t,
+        first_rows=torch.arange(n) * per,
+    )
+
+
+def _losses(
+    hp: EditHParams,
+    rows: _Rows,
+    adapter: ModelAdapter,
+    hidden_at_labels: torch.Tensor,  # [P, d] last-layer hidden states (before the final norm) at label positions
+    hidden_at_kl: torch.Tensor,  # [R, d] at the KL rows' subject position
+    kl_init: torch.Tensor | None,  # [R, V] log-probs of the unedited model, None on the first step
+    delta: torch.Tensor,  # [R, d]
+    h0_norm: torch.Tensor,  # [R]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-request loss [R] and the KL log-probs [R, V]."""
+    n = delta.shape[0]
+    logp = adapter.logits(adapter.final_norm(hidden_at_labels)).float().log_softmax(-1)
+    picked = logp.gather(1, rows.labels.to(logp.device)[:, None])[:, 0]
+    nll = torch.zeros(n, device=logp.device).index_add(
+        0, rows.label_request.to(logp.device), -picked * rows.label_weight.to(logp.device))
+    kl_logp = adapter.logits(adapter.final_norm(hidden_at_kl)).float().log_softmax(-1)
+    if kl_init is None:
+        kl_init = kl_logp.detach()
+    kl = (kl_logp.exp() * (kl_logp - kl_init)).sum(-1)  # KL(current ‖ unedited), one prompt per request
+    wd = delta.norm(dim=-1) / h0_norm**2
+    return nll + hp.kl_factor * kl + hp.v_weight_decay * wd, kl_init
+
+
+def _clamp(delta: torch.Tensor, max_norm: torch.Tensor) -> torch.Tensor:
+    norm = delta.norm(dim=-1, keepdim=True)
+    return torch.where(norm > max_norm[:, None], delta * max_norm[:, None] / norm, delta)
+
+
+# ------------------------------------------------------------------------------------------------ reference
+def compute_targets_reference(
+    model, tok, adapter: ModelAdapter, requests: list[EditRequest], templates: list[str], hp: EditHParams,
+    progress: bool = False,
+) -> TargetResult:
+    """One request at a time, full forward per step, torch's Adam: the straightforward implementation."""
+    L = hp.layers[-1]
+    loss_layer = hp.loss_layer(adapter.n_layers)
+    device = next(model.parameters()).device
+    zs, h0s, steps, losses = [], [], [], []
+    for request in tqdm(requests, desc="targets (per request)", disable=not progress):
+        rows = _build_rows(tok, [request], templates)
+        ids, mask = rows.tok.input_ids.to(device), rows.tok.attention_mask.to(device)
+        lookup = torch.tensor(rows.tok.subject_last, device=device)
+        all_rows = torch.arange(ids.shape[0], device=device)
+        delta = torch.zeros(1, adapter.d_model, device=device, requires_grad=True)
+        opt = torch.optim.Adam([delta], lr=hp.v_lr, betas=ADAM_BETAS, eps=ADAM_EPS)
+        state: dict = {}
+
+        def add_delta(_m, _a, out):
+            h = layer_output(out)
+            if "h0" not in state:
+                state["h0"] = h[0, lookup[0]].detach().clone()
+            add = torch.zeros_like(h)
+            add[all_rows, lookup] = delta[0].to(h.dtype)
+            return replace_layer_output(out, h + add)
+
+        def grab(_m, _a, out):
+            state["out"] = layer_output(out)
+            raise StopForward
+
+        handles = [adapter.layers[L].register_forward_hook(add_delta),
+                   adapter.layers[loss_layer].register_forward_hook(grab)]
+        kl_init = None
+        try:
+            for it in range(hp.v_num_grad_steps):
+                opt.zero_grad()
+                try:
+                    model(input_ids=ids, attention_mask=mask, use_cache=False)
+                except StopForward:
+                    pass
+                out = state["out"]
+                h0 = state["h0"]
+                kl_rows = rows.kl_rows.to(device)
+                loss, kl_init = _losses(
+                    hp, rows, adapter, out[rows.label_rows.to(device), rows.label_pos.to(device)],
+                    out[kl_rows, lookup[kl_rows]],
+                    kl_init, delta, h0.norm()[None])
+                if loss.item() < hp.early_stop_loss or it == hp.v_num_grad_steps - 1:
+                    break
+                loss.sum().backward()
+                opt.step()
+                with torch.no_grad():
+                    delta.copy_(_clamp(delta, hp.clamp_norm_factor * h0.norm()[None]))
+        finally:
+            for h in handles:
+                h.remove()
+        zs.append((h0 + delta[0]).detach())
+        h0s.append(h0)
+        steps.append(it)
+        losses.append(loss.item())
+    return TargetResult(torch.stack(zs), torch.stack(h0s), torch.tensor(steps), torch.tensor(losses))
+
+
+# ------------------------------------------------------------------------------------------------ fast version
+class _FrozenPrefix:
+    """Stands in for the KV cache while layers above L are replayed: returns the cached keys/values of the
+    positions before the subject's last token, followed by the new ones."""
+
+    def __init__(self, keys: dict[int, torch.Tensor], values: dict[int, torch.Tensor]):
+        self.keys, self.values = keys, values
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        if layer_idx not in self.keys:  # no prefix at all
+            return key_states, value_states
+        return (torch.cat([self.keys[layer_idx], key_states], dim=-2),
+                torch.cat([self.values[layer_idx], value_states], dim=-2))
+
+
+def _cache_kv(cache, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if hasattr(cache, "layers"):
+        return cache.layers[layer].keys, cache.layers[layer].values
+    return cache.key_cache[layer], cache.value_cache[layer]
+
+
+class _Chunk:
+    """Requests optimised together, with everything that does not depend on δ computed once.
+
+    Rows are re-laid so that every row's subject-last token sits in the same column P (left padding):
+    columns [0, P) are the prefix, run once with a KV cache; columns [P, P + W) are the suffix, replayed at each
+    step. True positions go in `position_ids`, and within a row columns and positions differ by a constant, so
+    relative distances (sliding-window masks) are those of the unpadded prompt."""
+
+    def __init__(self, model, tok, adapter: ModelAdapter, requests: list[EditRequest], templates: list[str],
+                 hp: EditHParams):
+        from transformers import DynamicCache
+
+        self.adapter, self.hp = adapter, hp
+        L, top = hp.layers[-1], hp.loss_layer(adapter.n_layers)
+        self.upper = list(range(L + 1, top + 1))
+        device = next(model.parameters()).device
+        rows = self.rows = _build_rows(tok, requests, templates)
+        ids = rows.tok.input_ids.to(device)
+        B = ids.shape[0]
+        lookup = torch.tensor(rows.tok.subject_last, device=device)
+        lengths = torch.tensor(rows.tok.lengths, device=device)
+        P, W = int(lookup.max()), int((lengths - lookup).max())
+        shift = P - lookup
+        cols = torch.arange(P + W, device=device)[None, :] - shift[:, None]  # source position of each column
+        mask = ((cols >= 0) & (cols < lengths[:, None])).long()
+        aligned = torch.where(mask.bool(), ids.gather(1, cols.clamp(0, ids.shape[1] - 1)), ids[:, :1])
+        positions = cols.clamp(min=0)
+        cache = DynamicCache(config=model.config)
+        # 1. the prefix columns once: keys/values of every layer up to the loss layer (they never see δ)
+        if P > 0:
+            stop = adapter.layers[top].register_forward_hook(_raise_stop)
+            try:
+                model(input_ids=aligned[:, :P], attention_mask=mask[:, :P], position_ids=positions[:, :P],
+                      cache=cache, use_cache=True)
+            except StopForward:
+                pass
+            finally:
+                stop.remove()
+        kv = {l: _cache_kv(cache, l) for l in self.upper} if P > 0 else {}
+        self.prefix = _FrozenPrefix({l: k for l, (k, _) in kv.items()}, {l: v for l, (_, v) in kv.items()})
+        # 2. the suffix columns against the cached prefix, capturing layer L's output and the arguments each upper
+        #    layer receives (masks, position embeddings), to replay them at every step
+        store: dict = {}
+        handles = [adapter.layers[L].register_forward_hook(lambda _m, _a, out: store.__setitem__("hL", layer_output(out)))]
+        for l in self.upper:
+            handles.append(adapter.layers[l].register_forward_pre_hook(_capture_call(store, l, self.prefix),
+                                                                       with_kwargs=True))
+        handles.append(adapter.layers[top].register_forward_hook(_raise_stop))
+        try:
+            model(input_ids=aligned[:, P:], attention_mask=mask, position_ids=positions[:, P:],
+                  cache=cache, use_cache=True)
+        except StopForward:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        self.calls = {l: store[l] for l in self.upper}
+        self.hL = store["hL"].detach()  # [B, W, d]
+        self.h0 = self.hL[rows.first_rows.to(device), 0]  # [R, d]
+        # label positions in suffix coordinates
+        self.label_rows = rows.label_rows.to(device)
+        self.label_pos = rows.label_pos.to(device) - lookup[self.label_rows]
+        self.kl_rows = rows.kl_rows.to(device)
+        self.request_of_row = rows.request_of_row.to(device)
+        self.kl_init: torch.Tensor | None = None
+
+    def losses(self, delta: torch.Tensor) -> torch.Tensor:
+        """Per-request loss [R] for deltas [R, d]."""
+        h = self.hL.clone()
+        h[:, 0] = h[:, 0] + delta[self.request_of_row].to(h.dtype)
+        for l in self.upper:
+            args, kwargs = self.calls[l]
+            h = layer_output(self.adapter.layers[l](h, *args, **kwargs))
+        loss, self.kl_init = _losses(
+            self.hp, self.rows, self.adapter, h[self.label_rows, self.label_pos], h[self.kl_rows, 0], self.kl_init,
+            delta, self.h0.norm(dim=-1))
+        return loss
+
+
+def _raise_stop(_m, _a, _o):
+    raise StopForward
+
+
+def _is_cache(value) -> bool:
+    return hasattr(value, "update") and hasattr(value, "get_seq_length")
+
+
+def _capture_call(store: dict, layer: int, prefix: _FrozenPrefix):
+    """Pre-hook recording the arguments a layer receives, with the KV cache swapped for the frozen prefix."""
+
+    def hook(_module, args, kwargs):
+        swap = lambda v: prefix if _is_cache(v) else v
+        store[layer] = (tuple(swap(a) for a in args[1:]), {k: swap(v) for k, v in kwargs.items()})
+
+    return hook
+
+
+def compute_targets(
+    model, tok, adapter: ModelAdapter, requests: list[EditRequest], templates: list[str], hp: EditHParams,
+    progress: bool = False, rebuild_below: float = 0.5,
+) -> TargetResult:
+    """All requests, `hp.targets_chunk` at a time, with the caching described in the module docstring.
+    A chunk is rebuilt for its still-active requests when fewer than `rebuild_below` of its requests are active."""
+    device = next(model.parameters()).device
+    n = len(requests)
+    zs = torch.zeros(n, adapter.d_model, device=device)
+    h0s = torch.zeros_like(zs)
+    steps = torch.zeros(n, dtype=torch.long)
+    last = torch.zeros(n)
+    bar = tqdm(total=n, desc="targets", unit="req", disable=not progress)
+    for start in range(0, n, hp.targets_chunk):
+        ids = list(range(start, min(start + hp.targets_chunk, n)))
+        res = _optimise(model, tok, adapter, [requests[i] for i in ids], templates, hp, rebuild_below)
+        zs[ids], h0s[ids], steps[ids], last[ids] = res.z, res.h0, res.steps, res.loss
+        bar.update(len(ids))
+    bar.close()
+    return TargetResult(zs, h0s, steps, last)
+
+
+def _optimise(model, tok, adapter, requests, templates, hp, rebuild_below) -> TargetResult:
+    n = len(requests)
+    device = next(model.parameters()).device
+    chunk = _Chunk(model, tok, adapter, requests, templates, hp)
+    members = torch.arange(n, device=device)  # requests present in the chunk
+    h0 = chunk.h0.clone()
+    delta = torch.zeros(n, adapter.d_model, device=device)
+    m, v = torch.zeros_like(delta), torch.zeros_like(delta)
+    active = torch.ones(n, dtype=torch.bool, device=device)
+    steps = torch.zeros(n, dtype=torch.long)
+    last = torch.zeros(n)
+    max_norm = hp.clamp_norm_factor * h0.norm(dim=-1)
+    for it in range(hp.v_num_grad_steps):
+        if int(active[members].sum()) < rebuild_below * len(members):
+            keep = active.nonzero()[:, 0]
+            saved_kl = chunk.kl_init
+            chunk = _Chunk(model, tok, adapter, [requests[i] for i in keep.tolist()], templates, hp)
+            # the unedited model's KL distribution stays the one of step 0
+            chunk.kl_init = saved_kl[_positions(members, keep)]
+            members = keep
+        d = delta[members].clone().requires_grad_(True)
+        loss = chunk.losses(d)
+        with torch.no_grad():
+            last[members.cpu()] = loss.detach().cpu()
+            done = (loss < hp.early_stop_loss) | (it == hp.v_num_grad_steps - 1)
+            active[members] &= ~done
+        step_rows = members[active[members]]
+        if len(step_rows) == 0:
+            break
+        (loss * active[members]).sum().backward()
+        with torch.no_grad():
+            g = d.grad[active[members]]
+            t = it + 1  # every active request has taken exactly `it` updates before this one
+            m[step_rows] = m[step_rows].lerp(g, 1 - ADAM_BETAS[0])
+            v[step_rows] = v[step_rows] * ADAM_BETAS[1] + (1 - ADAM_BETAS[1]) * g * g
+            bc1, bc2 = 1 - ADAM_BETAS[0] ** t, 1 - ADAM_BETAS[1] ** t
+            denom = v[step_rows].sqrt() / math.sqrt(bc2) + ADAM_EPS
+            delta[step_rows] = _clamp(delta[step_rows] - (hp.v_lr / bc1) * m[step_rows] / denom, max_norm[step_rows])
+            steps[step_rows.cpu()] += 1
+    return TargetResult(h0 + delta, h0, steps, last)
+
+
+def _positions(members: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Index of each `keep` entry within `members`."""
+    lookup = {int(x): i for i, x in enumerate(members.tolist())}
+    return torch.tensor([lookup[int(x)] for x in keep.tolist()], device=members.device)

@@ -1,0 +1,55 @@
+"""Tiny randomly initialised causal LMs of each supported architecture and a real byte-level BPE tokenizer
+trained on a few sentences, for unit tests that run in seconds."""
+from __future__ import annotations
+
+import functools
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers, processors
+from transformers import PreTrainedTokenizerFast
+
+TEXT = """The capital of France is Paris. The capital of Italy is Rome. The capital of Spain is Madrid.
+Danielle Darrieux speaks French. The mother tongue of Danielle Darrieux is English. Toko Yasuda plays the guitar.
+Edwin of Northumbria is a king. The official religion of Edwin of Northumbria is Christianity.
+Apple A5 was created by Google. Berlin is located in Germany. Tokyo is the capital of Japan.
+Therefore the answer is yes. Because it rains, I stay. You know what I mean. The city of London is large."""
+
+ARCHS = ("llama", "qwen2", "gemma3", "gpt2")
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([TEXT] * 3, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+def tiny_model(arch: str = "llama", seed: int = 0, layers: int = 4):
+    """A random model with d_model 32, d_ff 64 (GPT-2: 128), `layers` layers, in eval mode, frozen."""
+    from transformers import (GPT2Config, GPT2LMHeadModel, Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig,
+                              LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+
+    vocab = len(tiny_tokenizer())
+    torch.manual_seed(seed)
+    common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0,
+                  bos_token_id=1, eos_token_id=2)
+    if arch == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**common, tie_word_embeddings=True))
+    elif arch == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(**common, tie_word_embeddings=False))
+    elif arch == "gemma3":
+        model = Gemma3ForCausalLM(Gemma3TextConfig(**common, head_dim=8, sliding_window=8,
+                                                   layer_types=["sliding_attention", "full_attention"] * (layers // 2)))
+    elif arch == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_embd=32, n_layer=layers, n_head=4, n_positions=128,
+                                           bos_token_id=1, eos_token_id=2, pad_token_id=0))
+    else:
+        raise ValueError(arch)
+    model.eval().requires_grad_(False)
+    return model
