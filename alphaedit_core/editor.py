@@ -174,10 +174,10 @@ class Editor:
             if stop_after is not None and self.batches_done >= stop_after:
                 break
             report = self.edit_batch(batch)
+            if on_batch is not None:  # before the checkpoint: an interrupted callback is redone on resume
+                on_batch(self, batch, report)
             if checkpoint is not None:
                 self.save(checkpoint)
-            if on_batch is not None:
-                on_batch(self, batch, report)
             bar.update(1)
         bar.close()
         return self.reports

@@ -76,6 +76,17 @@ def _batches(windows: Iterator[list[int]], budget: int, size: int) -> Iterator[l
         yield batch
 
 
+def _pad(batch: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists: ids [B, S], mask [B, S]."""
+    width = max(map(len, batch))
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, w in enumerate(batch):
+        ids[i, : len(w)] = torch.tensor(w)
+        mask[i, : len(w)] = 1
+    return ids, mask
+
+
 @torch.no_grad()
 def compute_second_moments(
     model: torch.nn.Module,
@@ -102,12 +113,7 @@ def compute_second_moments(
     bar = tqdm(total=n_tokens, desc="second moments", unit="tok", disable=not progress)
     try:
         for batch in _batches(token_windows(tok, corpus, seq_len), n_tokens, batch_windows):
-            width = max(map(len, batch))
-            ids = torch.full((len(batch), width), tok.pad_token_id or 0, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for i, w in enumerate(batch):
-                ids[i, : len(w)] = torch.tensor(w)
-                mask[i, : len(w)] = 1
+            ids, mask = _pad(batch, tok.pad_token_id or 0)
             run_until(model, stop, input_ids=ids.to(device), attention_mask=mask.to(device))
             keep = mask.to(device).bool().reshape(-1)
             for l in layers:
@@ -181,3 +187,39 @@ def load_stats(key: StatsKey, root: Path, path: Path | None = None) -> torch.Ten
         raise StaleStatsError(f"statistics file {path} was computed for another setting: " +
                               ", ".join(f"{k}: file has {a!r}, wanted {b!r}" for k, (a, b) in wrong.items()))
     return load_file(str(path))["cov"]
+
+
+@torch.no_grad()
+def corpus_keys(
+    model: torch.nn.Module, tok, adapter: ModelAdapter, layers: list[int], corpus: Corpus, *,
+    skip_tokens: int, n_tokens: int, seq_len: int, batch_windows: int = 8,
+) -> dict[int, torch.Tensor]:
+    """Keys of the edited modules on `n_tokens` corpus tokens that come after the first `skip_tokens` (the ones the
+    statistics used): held-out preserved keys, {layer: [n_tokens, d_ff]}."""
+    device = next(model.parameters()).device
+    windows = token_windows(tok, corpus, seq_len)
+    skipped = 0
+    for w in windows:  # drop whole windows up to the budget, then start from the rest of the cut one
+        if skipped + len(w) > skip_tokens:
+            windows = _chain([w[skip_tokens - skipped :]], windows)
+            break
+        skipped += len(w)
+    out: dict[int, list[torch.Tensor]] = {l: [] for l in layers}
+    store: dict[int, torch.Tensor] = {}
+    handles = capture_inputs({l: adapter.mlp_out(l) for l in layers}, store)
+    try:
+        for batch in _batches(windows, n_tokens, batch_windows):
+            ids, mask = _pad(batch, tok.pad_token_id or 0)
+            run_until(model, adapter.mlp_out(max(layers)), input_ids=ids.to(device), attention_mask=mask.to(device))
+            keep = mask.to(device).bool().reshape(-1)
+            for l in layers:
+                out[l].append(store[l].reshape(-1, adapter.d_ff)[keep].float().cpu())
+    finally:
+        for h in handles:
+            h.remove()
+    return {l: torch.cat(v) for l, v in out.items()}
+
+
+def _chain(first, rest):
+    yield from first
+    yield from rest

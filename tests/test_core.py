@@ -154,7 +154,7 @@ def test_solve_maps_keys_exactly_in_range_of_p():
     d_ff, d, n = 16, 6, 3
     basis = torch.linalg.qr(torch.randn(d_ff, d_ff, dtype=torch.float64))[0]
     P = Projector(basis[:, :10], False, torch.zeros(d_ff), 10)  # range(P): 10 directions
-    K = basis[:, :10] @ torch.randn(10, n)
+    K = basis[:, :10] @ torch.randn(10, n, dtype=torch.float64)
     R = torch.randn(d, n)
     delta, _ = alphaedit_delta(K, R, P, None, L2=1e-10)
     torch.testing.assert_close(delta @ K.double(), R.double(), atol=1e-6, rtol=1e-6)
@@ -179,7 +179,7 @@ def test_memit_and_alphaedit_differ_exactly_where_they_should():
     for method in ("alphaedit", "alphaedit_no_cache", "memit"):
         model = tiny_model("llama")
         a = ModelAdapter.from_model(model)
-        h = hp(L2=2.0, mom2_update_weight=2.0)
+        h = hp(L2=0.01, mom2_update_weight=0.01)
         ed = Editor(model, tok, h, method=method, projectors=identity_projectors(a.d_ff, h.layers),
                     covs={l: torch.eye(a.d_ff) for l in h.layers}, progress=False)
         first = ed.edit_batch(REQUESTS[:3])
@@ -187,9 +187,10 @@ def test_memit_and_alphaedit_differ_exactly_where_they_should():
         ed.edit_batch(REQUESTS[3:])
         runs[method] = (after_one, ed.weight_deltas(), first)
     for l in (1, 2):
-        torch.testing.assert_close(runs["alphaedit"][0][l], runs["memit"][0][l], atol=1e-6, rtol=1e-5)
-        torch.testing.assert_close(runs["alphaedit_no_cache"][1][l], runs["memit"][1][l], atol=1e-6, rtol=1e-5)
-        assert (runs["alphaedit"][1][l] - runs["memit"][1][l]).abs().max() > 1e-4
+        scale = runs["memit"][1][l].norm()
+        assert (runs["alphaedit"][0][l] - runs["memit"][0][l]).norm() < 1e-4 * scale
+        assert (runs["alphaedit_no_cache"][1][l] - runs["memit"][1][l]).norm() < 1e-4 * scale
+        assert (runs["alphaedit"][1][l] - runs["memit"][1][l]).norm() > 1e-2 * scale
 
 
 def test_same_seed_same_edits_other_seed_other_templates():

@@ -2,7 +2,6 @@
 batched-vs-single equivalence of the shared scoring pass."""
 from __future__ import annotations
 
-import copy
 import json
 import math
 from types import SimpleNamespace

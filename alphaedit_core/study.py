@@ -1,0 +1,93 @@
+"""The main job: run the study's notebooks through papermill for one model, then build the book.
+
+    python -m alphaedit_core.study --model smollm2-135m-instruct            # the full study (hours on 2 cores)
+    python -m alphaedit_core.study --model smollm2-135m-instruct --quick    # minutes: small runs, own folder
+
+Executed notebooks, tables and figures go to `results/<model>/<notebook>/` (`results/quick/<model>/...` with
+--quick, so a quick run never overwrites the full results the book shows). Long notebooks checkpoint after every
+edit batch: running the same command again resumes them. The paired `.ipynb` of each notebook is refreshed from
+its jupytext `.py` before it runs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ("projection_check", "edit_count", "metric_definitions")
+LEDGER = "claims_ledger"
+
+PROFILES: dict[str, dict[str, dict]] = {
+    "full": {
+        "projection_check": {},
+        "edit_count": {},
+        "metric_definitions": {},
+    },
+    "quick": {
+        "projection_check": dict(n_edits=10, batch_size=10, heldout_tokens=2000, other_corpus_docs=8,
+                                 overrides=dict(mom2_n_tokens=20_000)),
+        "edit_count": dict(n_edits=40, batch_size=20, milestones=[20, 40], eval_cap=40, gen_cap=10, drift_tokens=500,
+                           overrides=dict(mom2_n_tokens=20_000)),
+        "metric_definitions": dict(n_edits=20, batch_size=10, fluency_cap=3, overrides=dict(mom2_n_tokens=20_000)),
+    },
+}
+
+
+def sync_pair(name: str, notebooks: Path) -> Path:
+    """Write `<name>.ipynb` from `<name>.py` (jupytext percent) and return its path."""
+    import jupytext
+
+    nb = jupytext.read(notebooks / f"{name}.py")
+    path = notebooks / f"{name}.ipynb"
+    jupytext.write(nb, path)
+    return path
+
+
+def run_notebook(name: str, parameters: dict, out_dir: Path, notebooks: Path, timeout: int | None = None) -> Path:
+    """Execute one notebook with papermill into `out_dir/<name>.ipynb`."""
+    import papermill
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output = out_dir / f"{name}.ipynb"
+    papermill.execute_notebook(str(sync_pair(name, notebooks)), str(output), parameters=parameters,
+                               cwd=str(notebooks), kernel_name="python3", progress_bar=True,
+                               execution_timeout=timeout)
+    return output
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m-instruct", help="offline short name, hub id or local folder")
+    ap.add_argument("--quick", action="store_true", help="small runs that finish in minutes")
+    ap.add_argument("--only", default=",".join(NOTEBOOKS), help="comma-separated notebooks to run")
+    ap.add_argument("--results", default=str(ROOT / "results"), help="results root")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-book", action="store_true", help="do not build the book at the end")
+    args = ap.parse_args(argv)
+
+    only = [n for n in args.only.split(",") if n]
+    unknown = sorted(set(only) - set(NOTEBOOKS))
+    if unknown:
+        ap.error(f"unknown notebook(s) {unknown}; choose from {NOTEBOOKS}")
+    profile = PROFILES["quick" if args.quick else "full"]
+    root = Path(args.results) / "quick" if args.quick else Path(args.results)
+    model_dir = args.model.replace("/", "--")
+    notebooks = ROOT / "notebooks"
+    rel = os.path.relpath(root.resolve(), notebooks)  # the notebooks run in notebooks/
+    for name in only:
+        params = dict(model=args.model, seed=args.seed, results_dir=rel, quick=args.quick,
+                      **profile[name])
+        print(f"== {name}: {params}", flush=True)
+        run_notebook(name, params, root / model_dir / name, notebooks)
+    run_notebook(LEDGER, dict(results_root=rel, model=model_dir), root / model_dir / LEDGER,
+                 notebooks)
+    print(f"results in {root / model_dir}")
+    if not args.no_book:
+        subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(ROOT / "book")], check=True)
+
+
+if __name__ == "__main__":
+    main()

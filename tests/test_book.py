@@ -1,0 +1,169 @@
+"""End to end: the book builds offline with warnings as errors, from executed notebooks under results/.
+
+In a temporary copy of the repository's book (book/ with its symlinks, the root _config.yml and the quoted table)
+the test writes fixture executed notebooks with a PNG figure and a summary.json where the real ones go
+(results/<model>/<notebook>/), executes notebooks/claims_ledger.ipynb on them through papermill (kernel
+"python3"; if it is missing: `python -m ipykernel install --sys-prefix`), runs `jupyter-book build <tmp>/book -W
+-n --keep-going` and checks the HTML: every chapter shows its figure, the ledger lists C1..C13 and the quoted
+numbers, and MathJax is loaded from the book itself, never from a CDN. Takes about a minute on 2 cores.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "smollm2-135m-instruct"
+CHAPTERS = {  # notebook -> the claims its summary.json carries
+    "projection_check": ["C1", "C2", "C5"],
+    "edit_count": ["C7", "C11"],
+    "metric_definitions": ["C12", "C13"],
+}
+LEDGER = "claims_ledger"
+MATHJAX = "_static/mathjax/es5/tex-chtml.js"
+
+
+def png_bytes(width: int = 8, height: int = 4, rgb=(200, 60, 30)) -> bytes:
+    """A small valid RGB PNG, written by hand (no plotting library needed)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def write_fixture_chapter(results: Path, notebook: str, claims: list[str]) -> Path:
+    """An executed notebook as papermill leaves it, plus its figure file and summary.json."""
+    import nbformat
+
+    out = results / MODEL / notebook
+    out.mkdir(parents=True, exist_ok=True)
+    png = png_bytes()
+    (out / "figure.png").write_bytes(png)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(f"# Fixture chapter {notebook}\n\nA fixture standing in for the real notebook."),
+        nbformat.v4.new_code_cell(
+            "plt.plot([0, 1])", execution_count=1,
+            outputs=[nbformat.v4.new_output(
+                "display_data", data={"image/png": base64.b64encode(png).decode(), "text/plain": "<Figure>"})],
+        ),
+    ]
+    nbformat.write(nb, out / f"{notebook}.ipynb")
+    verdicts = ["reproduced", "partly reproduced", "not reproduced", "not testable here"]
+    summary = {
+        "model": MODEL, "notebook": notebook, "n_edits": 2000, "batch_size": 100, "quick": False,
+        "claims": {c: {"verdict": verdicts[i % 4], "evidence": f"Fixture evidence for {c}: 0.5 | 1.5 $x$ <b>."}
+                   for i, c in enumerate(claims)},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return out
+
+
+def write_fixture_metrics(results: Path) -> None:
+    rows = ["method,edits,family,metric,mean,ci_low,ci_high"]
+    for method in ("alphaedit", "memit"):
+        for edits in (0, 100, 2000):
+            for metric in ("efficacy", "generalization", "specificity"):
+                rows.append(f"{method},{edits},official,{metric},0.5,0.4,0.6")
+                rows.append(f"{method},{edits},easyedit,{metric},0.7,0.6,0.8")
+    (results / MODEL / "edit_count" / "metrics_by_edits.csv").write_text("\n".join(rows) + "\n")
+
+
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory):
+    pytest.importorskip("papermill")
+    pytest.importorskip("jupyter_book")
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec("python3")
+    except NoSuchKernel:
+        pytest.fail("no Jupyter kernel named python3: run `python -m ipykernel install --sys-prefix` in the venv")
+    import papermill
+
+    root = tmp_path_factory.mktemp("repo")
+    shutil.copytree(REPO / "book", root / "book", symlinks=True, ignore=shutil.ignore_patterns("_build"))
+    shutil.copy2(REPO / "_config.yml", root / "_config.yml")
+    results = root / "results"
+    (results / "quoted").mkdir(parents=True)
+    shutil.copy2(REPO / "results" / "quoted" / "alphaedit_table1.csv", results / "quoted")
+    for notebook, claims in CHAPTERS.items():
+        write_fixture_chapter(results, notebook, claims)
+    write_fixture_metrics(results)
+    assert (root / "book" / "results").is_symlink() and (root / "book" / "results").resolve() == results.resolve()
+
+    ledger = results / MODEL / LEDGER / f"{LEDGER}.ipynb"
+    ledger.parent.mkdir(parents=True)
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / f"{LEDGER}.ipynb"), str(ledger), kernel_name="python3",
+        parameters={"results_root": str(results), "model": MODEL}, cwd=str(REPO / "notebooks"), progress_bar=False,
+    )
+
+    jb = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(root / "book"), "-W", "-n", "--keep-going"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=root)
+    assert proc.returncode == 0, f"jupyter-book build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+    html = root / "book" / "_build" / "html"
+    assert html.is_dir()
+    return html
+
+
+def images_of(page: Path) -> list[Path]:
+    srcs = re.findall(r'<img\b[^>]*\bsrc="([^"]+)"', page.read_text(encoding="utf8"))
+    return [(page.parent / s).resolve() for s in srcs if "://" not in s and not s.startswith("data:")]
+
+
+@pytest.mark.parametrize("notebook", list(CHAPTERS))
+def test_chapter_shows_its_figure(built_book, notebook):
+    page = built_book / "results" / MODEL / notebook / f"{notebook}.html"
+    assert page.exists(), f"no page for chapter {notebook}"
+    assert f"Fixture chapter {notebook}" in page.read_text(encoding="utf8")
+    images = [p for p in images_of(page) if p.parent == (built_book / "_images").resolve()]
+    assert images, f"{page.name} shows no figure from _images/"
+    assert all(p.is_file() and p.read_bytes().startswith(b"\x89PNG") for p in images)
+
+
+def test_ledger_lists_every_claim_and_the_quoted_numbers(built_book):
+    page = built_book / "results" / MODEL / LEDGER / f"{LEDGER}.html"
+    text = page.read_text(encoding="utf8")
+    for i in range(1, 14):
+        assert re.search(rf"\bC{i}\b", text), f"C{i} missing from the ledger"
+    cells = re.findall(r"<td><p>(.*?)</p></td>", text, flags=re.S)  # the rendered tables, not the code
+    for i in range(1, 14):
+        assert f"C{i}" in cells, f"C{i} has no row in the ledger"
+    assert "quoted" in text and "Published numbers (quoted" in text
+    assert "98.90" in cells  # LLaMA3-8B AlphaEdit CounterFact efficacy, quoted
+    assert cells.count("not tested yet") == 6  # C3, C4, C6, C8, C9, C10 have no notebook
+    assert "Fixture evidence for C7: 0.5 | 1.5 $x$ &lt;b&gt;." in cells  # escaped: no math, no column break
+    assert "ours" in cells and "quoted" in cells  # the comparison table from metrics_by_edits.csv
+    assert "50.0 [40.0, 60.0]" in cells
+
+
+def test_mathjax_is_local(built_book):
+    assert (built_book / MATHJAX).is_file()
+    assert list((built_book / "_static/mathjax/es5/output/chtml/fonts/woff-v2").glob("*.woff"))
+    method = (built_book / "method.html").read_text(encoding="utf8")
+    srcs = re.findall(r'<script\b[^>]*\bsrc="([^"]+)"', method)
+    mathjax = [s.split("?")[0] for s in srcs if "mathjax" in s.lower()]  # Sphinx appends ?v=<checksum>
+    assert mathjax == [MATHJAX], f"MathJax should be loaded once, from the book: {mathjax}"
+    assert 'class="math' in method
+    for page in built_book.rglob("*.html"):
+        text = page.read_text(encoding="utf8")
+        scripts = [s.split("?")[0] for s in re.findall(r'<script\b[^>]*\bsrc="([^"]+)"', text)]
+        vendored = [s for s in scripts if "mathjax/" in s]
+        assert len(vendored) <= 1 and all(s.endswith("mathjax/es5/tex-chtml.js") for s in vendored), (
+            f"{page.relative_to(built_book)} loads vendored MathJax files as scripts: {vendored}")
+        remote = re.findall(r'<(?:script|link)\b[^>]*\b(?:src|href)="((?:https?:)?//[^"]+)"', text)
+        assert not remote, f"{page.relative_to(built_book)} loads {remote}"

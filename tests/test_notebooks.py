@@ -1,0 +1,51 @@
+"""End to end: a real notebook of the study, executed through papermill on a tiny model with a handful of edits,
+then executed again to check that it resumes instead of redoing the work."""
+import json
+
+import pandas as pd
+import pytest
+
+from tiny import TEXT, tiny_model, tiny_tokenizer
+
+from alphaedit_core.hparams import EditHParams
+from alphaedit_core.study import ROOT, run_notebook
+
+pytest.importorskip("papermill")
+
+
+@pytest.fixture
+def tiny_setup(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "tiny-llama"
+    tiny_model("llama").save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join([TEXT] * 4))
+    hp = EditHParams(layers=[1, 2], v_num_grad_steps=4, context_template_count=2, context_template_length=5,
+                     mom2_corpus=str(corpus), mom2_n_tokens=300, mom2_seq_len=64, targets_chunk=4, batch_size=2)
+    hp.save(tmp_path / "hparams.json")
+    return tmp_path, folder
+
+
+def test_edit_count_notebook_runs_and_resumes(tiny_setup):
+    tmp_path, folder = tiny_setup
+    params = dict(model=str(folder), label="tiny", hparams=str(tmp_path / "hparams.json"), n_edits=4, batch_size=2,
+                  milestones=[2, 4], eval_cap=4, gen_cap=2, drift_tokens=50, results_dir=str(tmp_path / "results"))
+    out = tmp_path / "results" / "tiny" / "edit_count"
+    run_notebook("edit_count", params, out, ROOT / "notebooks", timeout=600)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["claims"]) == {"C7", "C11"}
+    by_edits = pd.read_csv(out / "metrics_by_edits.csv")
+    for method in ("alphaedit", "memit"):
+        assert sorted(by_edits[by_edits.method == method].edits.unique()) == [0, 2, 4]
+    locality = by_edits[(by_edits.edits == 0) & (by_edits.metric == "locality")]["mean"]
+    assert (locality == 1.0).all()  # EasyEdit locality of the unedited model is 1 by construction
+    diag = pd.read_csv(out / "diagnostics.csv")
+    assert len(diag) == 2 * 2 * 2 and diag.condition.gt(1).all() and diag.relative_change.gt(0).all()
+    for fig in ("accuracy_vs_edits.png", "diagnostics.png"):
+        assert (out / fig).stat().st_size > 1000
+    raw = (out / "metrics_raw.csv").read_text()
+    # a second run finds the checkpoints and the milestone rows: nothing is recomputed or duplicated
+    run_notebook("edit_count", params, out, ROOT / "notebooks", timeout=600)
+    assert (out / "metrics_raw.csv").read_text() == raw
+    assert len(pd.read_csv(out / "diagnostics.csv")) == len(diag)
