@@ -157,10 +157,11 @@ class Editor:
 
     def run(self, requests: list[EditRequest], *, batch_size: int | None = None, checkpoint: str | Path | None = None,
             on_batch: Callable[["Editor", list[EditRequest], BatchReport], None] | None = None,
-            stop_after: int | None = None) -> list[BatchReport]:
+            stop_after: int | None = None, deadline: float | None = None) -> list[BatchReport]:
         """Edit `requests` sequentially in batches. With `checkpoint`, the state is saved after every batch and
         a run that finds a checkpoint there resumes after its last batch (its edited case ids must be a prefix of
-        `requests`). `stop_after` ends after that many batches in total (for tests of interruption)."""
+        `requests`). `stop_after` ends after that many batches in total (for tests of interruption); `deadline`
+        (a `time.time()` value) starts no new batch after it: a later call resumes from the checkpoint."""
         batch_size = batch_size or self.hp.batch_size
         if checkpoint is not None and (Path(checkpoint) / "state.json").exists():
             self.load(checkpoint)
@@ -172,6 +173,8 @@ class Editor:
         bar = tqdm(total=len(batches), initial=self.batches_done, desc=f"{self.method} batches", disable=not self.progress)
         for batch in batches[self.batches_done :]:
             if stop_after is not None and self.batches_done >= stop_after:
+                break
+            if deadline is not None and time.time() >= deadline:
                 break
             report = self.edit_batch(batch)
             if on_batch is not None:  # before the checkpoint: an interrupted callback is redone on resume

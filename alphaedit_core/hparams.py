@@ -3,8 +3,11 @@
 Presets for the offline models follow one rule (`scaled_layers`): the reference's edited layer positions,
 taken as fractions of the reference model's depth, scaled to the target model's depth and rounded; the loss is
 read at the last layer, as in every reference file; the other fields come from the reference configuration of
-the same architecture family (LLaMA-3-8B AlphaEdit for LLaMA-architecture models, EasyEdit's Qwen2.5-7B for Qwen2,
-GPT-2 XL for GPT-2). Each preset file names its source.
+the same family: EasyEdit's Qwen2.5-7B file for Qwen2; for LLaMA-like models other than LLaMA-3 (SmolLM2, Gemma3)
+the maintainers' advice for models without an official file, MEMIT's llama-7b settings (v_lr 0.5, clamp 4,
+weight decay 1e-3) with the official threshold and L2. (With the LLaMA-3-8B file's v_lr 0.1 and clamp 0.75 the
+target optimisation of SmolLM2-135M ends at a mean loss of 1.90 after 24 steps on 25 offline requests; with
+these settings at 0.08.) Each preset file names its source.
 """
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -166,7 +167,7 @@ def save_stats(key: StatsKey, root: Path, cov: torch.Tensor, counted: int) -> Pa
     path = key.path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {k: str(v) for k, v in asdict(key).items()} | {"tokens_counted": str(counted)}
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # unique: another process may be writing the same key
     save_file({"cov": cov.contiguous()}, str(tmp), metadata=meta)
     tmp.replace(path)
     return path

@@ -58,6 +58,28 @@ def run_notebook(name: str, parameters: dict, out_dir: Path, notebooks: Path, ti
     return output
 
 
+def run_methods_in_parallel(params: dict, notebooks: Path, jobs: int) -> None:
+    """Run edit_count once per method in parallel processes (the per-method tables and checkpoints they leave
+    are then picked up, not recomputed, by the rendering run)."""
+    import json
+
+    from .paths import cache_dir
+
+    methods = params.get("methods", ["alphaedit", "memit"])
+    threads = max(1, (os.cpu_count() or 1) // min(jobs, len(methods)))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    source = sync_pair("edit_count", notebooks)
+    procs = []
+    for method in methods:
+        log = cache_dir("runs", "partial") / f"edit_count-{method}.ipynb"
+        cmd = [sys.executable, "-m", "papermill", str(source), str(log), "-y",
+               json.dumps({**params, "methods": [method]}), "--cwd", str(notebooks), "-k", "python3"]
+        procs.append(subprocess.Popen(cmd, env=env))
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise RuntimeError(f"edit_count per-method runs failed with exit codes {codes}")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m-instruct", help="offline short name, hub id or local folder")
@@ -65,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", default=",".join(NOTEBOOKS), help="comma-separated notebooks to run")
     ap.add_argument("--results", default=str(ROOT / "results"), help="results root")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="edit_count: run each method in its own process first (one thread each), then render")
     ap.add_argument("--no-book", action="store_true", help="do not build the book at the end")
     args = ap.parse_args(argv)
 
@@ -81,12 +105,33 @@ def main(argv: list[str] | None = None) -> None:
         params = dict(model=args.model, seed=args.seed, results_dir=rel, quick=args.quick,
                       **profile[name])
         print(f"== {name}: {params}", flush=True)
+        if name == "edit_count" and args.jobs > 1:
+            run_methods_in_parallel(params, notebooks, args.jobs)
         run_notebook(name, params, root / model_dir / name, notebooks)
     run_notebook(LEDGER, dict(results_root=rel, model=model_dir), root / model_dir / LEDGER,
                  notebooks)
     print(f"results in {root / model_dir}")
     if not args.no_book:
-        subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(ROOT / "book")], check=True)
+        build_book(root / model_dir)
+
+
+def build_book(model_results: Path) -> Path:
+    """Build the book over one model's results. The committed table of contents shows the default model's full
+    run; for another model or a quick run, a table of contents pointing at its results is written next to them
+    and the HTML goes to book/_build/<model folder>/."""
+    book = ROOT / "book"
+    jb = str(Path(sys.executable).parent / "jupyter-book")
+    rel = os.path.relpath(model_results.resolve(), (book / "results").resolve())
+    toc = (book / "_toc.yml").read_text()
+    default = "results/smollm2-135m-instruct/"
+    if rel == "smollm2-135m-instruct":
+        subprocess.run([jb, "build", str(book)], check=True)
+        return book / "_build" / "html"
+    toc_path = model_results / "_toc.yml"
+    toc_path.write_text(toc.replace(default, f"results/{rel}/").replace("(SmolLM2-135M-Instruct)", f"({rel})"))
+    out = book / "_build" / rel.replace("/", "-")
+    subprocess.run([jb, "build", str(book), "--toc", str(toc_path), "--path-output", str(out)], check=True)
+    return out / "_build" / "html"
 
 
 if __name__ == "__main__":

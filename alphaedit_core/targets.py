@@ -25,12 +25,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .arch import ModelAdapter, StopForward, layer_output, replace_layer_output
 from .hparams import EditHParams
-from .prompts import Tokenized, target_ids, tokenize
+from .prompts import Tokenized, subject_last_index, target_ids, tokenize
 from .requests import EditRequest
 
 KL_PROMPT = "{} is a"
@@ -234,7 +233,6 @@ class _Chunk:
         device = next(model.parameters()).device
         rows = self.rows = _build_rows(tok, requests, templates)
         ids = rows.tok.input_ids.to(device)
-        B = ids.shape[0]
         lookup = torch.tensor(rows.tok.subject_last, device=device)
         lengths = torch.tensor(rows.tok.lengths, device=device)
         P, W = int(lookup.max()), int((lengths - lookup).max())
@@ -326,13 +324,20 @@ def compute_targets(
     steps = torch.zeros(n, dtype=torch.long)
     last = torch.zeros(n)
     bar = tqdm(total=n, desc="targets", unit="req", disable=not progress)
+    order = sorted(range(n), key=lambda i: _suffix_length(tok, requests[i]))  # little padding within a chunk
     for start in range(0, n, hp.targets_chunk):
-        ids = list(range(start, min(start + hp.targets_chunk, n)))
+        ids = order[start : start + hp.targets_chunk]
         res = _optimise(model, tok, adapter, [requests[i] for i in ids], templates, hp, rebuild_below)
         zs[ids], h0s[ids], steps[ids], last[ids] = res.z, res.h0, res.steps, res.loss
         bar.update(len(ids))
     bar.close()
     return TargetResult(zs, h0s, steps, last)
+
+
+def _suffix_length(tok, request: EditRequest) -> int:
+    """Tokens from the subject's last token to the end of the longest prompt of the request."""
+    ids, idx = subject_last_index(tok, request.prompt, request.subject)
+    return len(ids) - idx + len(target_ids(tok, request.target_new)) - 1
 
 
 def _optimise(model, tok, adapter, requests, templates, hp, rebuild_below) -> TargetResult:

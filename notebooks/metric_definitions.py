@@ -38,7 +38,6 @@ quick = False
 import json
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 import torch

@@ -44,8 +44,8 @@ def test_edit_count_notebook_runs_and_resumes(tiny_setup):
     assert len(diag) == 2 * 2 * 2 and diag.condition.gt(1).all() and diag.relative_change.gt(0).all()
     for fig in ("accuracy_vs_edits.png", "diagnostics.png"):
         assert (out / fig).stat().st_size > 1000
-    raw = (out / "metrics_raw.csv").read_text()
+    raw = (out / "metrics_raw-alphaedit.csv").read_text()
     # a second run finds the checkpoints and the milestone rows: nothing is recomputed or duplicated
     run_notebook("edit_count", params, out, ROOT / "notebooks", timeout=600)
-    assert (out / "metrics_raw.csv").read_text() == raw
+    assert (out / "metrics_raw-alphaedit.csv").read_text() == raw
     assert len(pd.read_csv(out / "diagnostics.csv")) == len(diag)
