@@ -42,7 +42,12 @@ def sync_pair(name: str, notebooks: Path) -> Path:
 
     nb = jupytext.read(notebooks / f"{name}.py")
     path = notebooks / f"{name}.ipynb"
-    jupytext.write(nb, path)
+
+    def cells(notebook) -> list:
+        return [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in notebook.cells]
+
+    if not path.exists() or cells(jupytext.read(path)) != cells(nb):  # unchanged: keep the file (and cell ids)
+        jupytext.write(nb, path)
     return path
 
 

@@ -78,6 +78,7 @@ hp_digest = hashlib.sha256(json.dumps(hp.to_dict(), sort_keys=True).encode()).he
 run_key = f"{model_fingerprint(lm)}-n{n_edits}-b{batch_size}-s{seed}-{hp_digest}"
 run_dir = cache_dir("runs", "edit_count", run_key)
 print(f"{n_edits} edits in batches of {batch_size}; milestones {milestones}; checkpoints in {run_dir}")
+print("hyperparameters:", json.dumps(hp.to_dict()))
 
 # %% [markdown]
 # The unedited model's argmax tokens (for EasyEdit locality) and the held-out preserved keys are computed once and

@@ -27,9 +27,9 @@ label = ""  # results folder name; "" = the model name with "/" as "--"
 hparams = ""
 overrides = {}
 method = "alphaedit"
-n_edits = 300
+n_edits = 200
 batch_size = 100
-fluency_cap = 30  # records also scored for fluency/consistency (generation of 100 tokens is slow on CPU)
+fluency_cap = 10  # records also scored for fluency/consistency (generation of 100 tokens is slow on CPU)
 seed = 0
 results_dir = "../results"
 quick = False
@@ -60,6 +60,7 @@ by_id = {r["case_id"]: r for r in records}
 requests = to_requests(records)
 baseline = compute_baseline(lm, tok, records, progress=False)
 tfidf = fit_tfidf(records)
+print("hyperparameters:", json.dumps(hp.to_dict()))
 
 
 def score(recs, timing):
