@@ -192,7 +192,8 @@ pivot
 # ## What goes with a collapse: weight growth, conditioning, drift
 
 # %%
-diag = pd.concat([pd.read_csv(out / f"diagnostics-{m}.csv") for m in methods], ignore_index=True)
+diag = pd.concat([pd.read_csv(out / f"diagnostics-{m}.csv") for m in methods
+                  if (out / f"diagnostics-{m}.csv").exists()], ignore_index=True)
 diag = diag.drop_duplicates(["method", "batch", "layer"], keep="last")
 diag.to_csv(out / "diagnostics.csv", index=False)
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -213,19 +214,25 @@ def value(method: str, edits: int, family: str, metric: str) -> float:
     return float(row["mean"].iloc[0]) if len(row) else float("nan")
 
 
-reached = sorted(set.intersection(*[set(plot[plot.method == m].edits) for m in methods]) - {0})
+reached_by = {m: sorted(set(plot[plot.method == m].edits) - {0}) for m in methods}
+reached = sorted(set().union(*reached_by.values()))
 if not reached:
     raise RuntimeError("no milestone evaluated yet: run the notebook longer")
 first, last = reached[0], reached[-1]
 mid = [m for m in reached if m >= 1000] or [last]
 lines, dropped, collapsed = [], {}, {}
 for method in methods:
-    e = {m: value(method, m, "official", "efficacy") for m in reached}
-    r = {m: value(method, m, "easyedit", "rewrite_acc") for m in reached}
-    dropped[method] = min(e[m] for m in mid) < e[first] - 0.10
-    collapsed[method] = e[last] < 0.5 * e[first]
-    lines.append(f"{method}: efficacy {e[first]:.1%} at {first} edits, {e[last]:.1%} at {last} "
-                 f"(EasyEdit rewrite_acc {r[first]:.1%} / {r[last]:.1%})")
+    done_m = reached_by[method]
+    if not done_m:
+        lines.append(f"{method}: no edit batch evaluated yet")
+        continue
+    e = {m: value(method, m, "official", "efficacy") for m in done_m}
+    r = {m: value(method, m, "easyedit", "rewrite_acc") for m in done_m}
+    late = [m for m in done_m if m >= 1000] or [done_m[-1]]
+    dropped[method] = min(e[m] for m in late) < e[done_m[0]] - 0.10
+    collapsed[method] = e[done_m[-1]] < 0.5 * e[done_m[0]]
+    lines.append(f"{method}: efficacy {e[done_m[0]]:.1%} at {done_m[0]} edits, {e[done_m[-1]]:.1%} at {done_m[-1]} "
+                 f"(EasyEdit rewrite_acc {r[done_m[0]]:.1%} / {r[done_m[-1]]:.1%})")
 stable = value("alphaedit", first, "official", "efficacy") >= 0.9
 a_first, a_last = value("alphaedit", first, "official", "efficacy"), value("alphaedit", last, "official", "efficacy")
 if last < 1000:
@@ -242,9 +249,10 @@ claims = {
                                                       f"(<50% of the {first}-edit efficacy) at {last}: {collapsed}."
                                                       if last >= 1000 else ".") + note),
     "C11": dict(verdict=c11,
-                evidence=(f"AlphaEdit efficacy at {first} edits is {a_first:.1%} and at {last} edits {a_last:.1%}"
-                          + (": the small run is a necessary sanity check but does not predict the long run."
-                             if abs(a_first - a_last) > 0.1 else ": within 10 points.") + note)),
+                evidence=(f"AlphaEdit efficacy at {first} edits is {a_first:.1%}" + (
+                    f" and at {last} edits {a_last:.1%}"
+                    + (": the small run is a necessary sanity check but does not predict the long run."
+                       if abs(a_first - a_last) > 0.1 else ": within 10 points.") if last > first else ".") + note)),
 }
 summary = dict(model=model_dir, notebook="edit_count", n_edits=last, n_edits_planned=n_edits, batch_size=batch_size, quick=quick,
                methods=methods, milestones=milestones, eval_cap=eval_cap, claims=claims)
