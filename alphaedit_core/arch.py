@@ -146,13 +146,14 @@ class StopForward(Exception):
     """Raised by a hook to end a forward pass once the needed activations are captured."""
 
 
+def stop_hook(_module, _args, _output):
+    """Forward hook that ends the forward pass (see `StopForward`)."""
+    raise StopForward
+
+
 def run_until(model: nn.Module, stop_module: nn.Module, **inputs) -> None:
     """Run `model(**inputs)` and stop right after `stop_module` has run (its hooks fired)."""
-
-    def _stop(_module, _args, _output):
-        raise StopForward
-
-    handle = stop_module.register_forward_hook(_stop)
+    handle = stop_module.register_forward_hook(stop_hook)
     try:
         model(**inputs, use_cache=False)
     except StopForward:

@@ -66,14 +66,19 @@ def tokenize(tok, templates: list[str], subjects: list[str], suffix_ids: list[li
             ids = ids + list(suffix_ids[i])
         rows.append(ids)
         lookups.append(idx)
-    width = max(map(len, rows))
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, ids in enumerate(rows):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        mask[i, : len(ids)] = 1
+    input_ids, mask = pad_right(rows, tok.pad_token_id if tok.pad_token_id is not None else 0)
     return Tokenized(input_ids, mask, [len(r) for r in rows], lookups)
+
+
+def pad_right(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists: ids [B, S], attention mask [B, S]."""
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return ids, mask
 
 
 def target_ids(tok, target: str) -> list[int]:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .arch import ModelAdapter, capture_inputs, run_until
 from .paths import cache_dir
+from .prompts import pad_right
 
 
 class Corpus(Protocol):
@@ -77,17 +78,6 @@ def _batches(windows: Iterator[list[int]], budget: int, size: int) -> Iterator[l
         yield batch
 
 
-def _pad(batch: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token lists: ids [B, S], mask [B, S]."""
-    width = max(map(len, batch))
-    ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for i, w in enumerate(batch):
-        ids[i, : len(w)] = torch.tensor(w)
-        mask[i, : len(w)] = 1
-    return ids, mask
-
-
 @torch.no_grad()
 def compute_second_moments(
     model: torch.nn.Module,
@@ -114,7 +104,7 @@ def compute_second_moments(
     bar = tqdm(total=n_tokens, desc="second moments", unit="tok", disable=not progress)
     try:
         for batch in _batches(token_windows(tok, corpus, seq_len), n_tokens, batch_windows):
-            ids, mask = _pad(batch, tok.pad_token_id or 0)
+            ids, mask = pad_right(batch, tok.pad_token_id or 0)
             run_until(model, stop, input_ids=ids.to(device), attention_mask=mask.to(device))
             keep = mask.to(device).bool().reshape(-1)
             for l in layers:
@@ -210,7 +200,7 @@ def corpus_keys(
     handles = capture_inputs({l: adapter.mlp_out(l) for l in layers}, store)
     try:
         for batch in _batches(windows, n_tokens, batch_windows):
-            ids, mask = _pad(batch, tok.pad_token_id or 0)
+            ids, mask = pad_right(batch, tok.pad_token_id or 0)
             run_until(model, adapter.mlp_out(max(layers)), input_ids=ids.to(device), attention_mask=mask.to(device))
             keep = mask.to(device).bool().reshape(-1)
             for l in layers:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .arch import ModelAdapter, StopForward, layer_output, replace_layer_output
+from .arch import ModelAdapter, StopForward, layer_output, replace_layer_output, stop_hook
 from .hparams import EditHParams
 from .prompts import Tokenized, subject_last_index, target_ids, tokenize
 from .requests import EditRequest
@@ -244,7 +244,7 @@ class _Chunk:
         cache = DynamicCache(config=model.config)
         # 1. the prefix columns once: keys/values of every layer up to the loss layer (they never see δ)
         if P > 0:
-            stop = adapter.layers[top].register_forward_hook(_raise_stop)
+            stop = adapter.layers[top].register_forward_hook(stop_hook)
             try:
                 model(input_ids=aligned[:, :P], attention_mask=mask[:, :P], position_ids=positions[:, :P],
                       cache=cache, use_cache=True)
@@ -261,7 +261,7 @@ class _Chunk:
         for l in self.upper:
             handles.append(adapter.layers[l].register_forward_pre_hook(_capture_call(store, l, self.prefix),
                                                                        with_kwargs=True))
-        handles.append(adapter.layers[top].register_forward_hook(_raise_stop))
+        handles.append(adapter.layers[top].register_forward_hook(stop_hook))
         try:
             model(input_ids=aligned[:, P:], attention_mask=mask, position_ids=positions[:, P:],
                   cache=cache, use_cache=True)
@@ -291,10 +291,6 @@ class _Chunk:
             self.hp, self.rows, self.adapter, h[self.label_rows, self.label_pos], h[self.kl_rows, 0], self.kl_init,
             delta, self.h0.norm(dim=-1))
         return loss
-
-
-def _raise_stop(_m, _a, _o):
-    raise StopForward
 
 
 def _is_cache(value) -> bool:
