@@ -7,6 +7,7 @@ the token budget, the window length and the dtype; a file whose recorded key dif
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -97,26 +98,16 @@ def compute_second_moments(
     Runs the model only up to the deepest requested layer; sums in float64."""
     device = next(model.parameters()).device
     sums = {l: torch.zeros(adapter.d_ff, adapter.d_ff, dtype=torch.float64, device=device) for l in layers}
-    store: dict[int, torch.Tensor] = {}
-    handles = capture_inputs({l: adapter.mlp_out(l) for l in layers}, store)
-    stop = adapter.mlp_out(max(layers))
     counted = 0
-    bar = tqdm(total=n_tokens, desc="second moments", unit="tok", disable=not progress)
-    try:
-        for batch in _batches(token_windows(tok, corpus, seq_len), n_tokens, batch_windows):
-            ids, mask = pad_right(batch, tok.pad_token_id or 0)
-            run_until(model, stop, input_ids=ids.to(device), attention_mask=mask.to(device))
-            keep = mask.to(device).bool().reshape(-1)
-            for l in layers:
-                k = store[l].reshape(-1, adapter.d_ff)[keep].to(torch.float64)
+    with tqdm(total=n_tokens, desc="second moments", unit="tok", disable=not progress) as bar:
+        for keys in _stream_keys(model, tok, adapter, layers, token_windows(tok, corpus, seq_len), n_tokens,
+                                 batch_windows):
+            for l, k in keys.items():
+                k = k.to(torch.float64)
                 sums[l] += k.T @ k
-            n = int(mask.sum())
+            n = len(next(iter(keys.values())))
             counted += n
             bar.update(n)
-    finally:
-        for h in handles:
-            h.remove()
-        bar.close()
     if counted == 0:
         raise ValueError(f"corpus {corpus.identity!r} produced no tokens")
     return {l: (s / counted).to(dtype).cpu() for l, s in sums.items()}, counted
@@ -187,15 +178,25 @@ def corpus_keys(
 ) -> dict[int, torch.Tensor]:
     """Keys of the edited modules on `n_tokens` corpus tokens that come after the first `skip_tokens` (the ones the
     statistics used): held-out preserved keys, {layer: [n_tokens, d_ff]}."""
-    device = next(model.parameters()).device
     windows = token_windows(tok, corpus, seq_len)
     skipped = 0
     for w in windows:  # drop whole windows up to the budget, then start from the rest of the cut one
         if skipped + len(w) > skip_tokens:
-            windows = _chain([w[skip_tokens - skipped :]], windows)
+            windows = itertools.chain([w[skip_tokens - skipped :]], windows)
             break
         skipped += len(w)
     out: dict[int, list[torch.Tensor]] = {l: [] for l in layers}
+    for keys in _stream_keys(model, tok, adapter, layers, windows, n_tokens, batch_windows):
+        for l, k in keys.items():
+            out[l].append(k.float().cpu())
+    return {l: torch.cat(v) for l, v in out.items()}
+
+
+def _stream_keys(model, tok, adapter: ModelAdapter, layers: list[int], windows: Iterator[list[int]], n_tokens: int,
+                 batch_windows: int) -> Iterator[dict[int, torch.Tensor]]:
+    """Run the model on `n_tokens` tokens of `windows`, `batch_windows` windows at a time, up to the deepest
+    layer; yield each batch's keys of every non-padding token: {layer: [tokens, d_ff]}."""
+    device = next(model.parameters()).device
     store: dict[int, torch.Tensor] = {}
     handles = capture_inputs({l: adapter.mlp_out(l) for l in layers}, store)
     try:
@@ -203,14 +204,7 @@ def corpus_keys(
             ids, mask = pad_right(batch, tok.pad_token_id or 0)
             run_until(model, adapter.mlp_out(max(layers)), input_ids=ids.to(device), attention_mask=mask.to(device))
             keep = mask.to(device).bool().reshape(-1)
-            for l in layers:
-                out[l].append(store[l].reshape(-1, adapter.d_ff)[keep].float().cpu())
+            yield {l: store[l].reshape(-1, adapter.d_ff)[keep] for l in layers}
     finally:
         for h in handles:
             h.remove()
-    return {l: torch.cat(v) for l, v in out.items()}
-
-
-def _chain(first, rest):
-    yield from first
-    yield from rest
