@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=1,
                     help="edit_count: run each method in its own process first (one thread each), then render")
+    ap.add_argument("--time-budget", type=float, default=None, metavar="MIN",
+                    help="edit_count: start no new edit batch after MIN minutes; the tables then show the edits "
+                         "done so far and the same command resumes the stream later")
     ap.add_argument("--no-book", action="store_true", help="do not build the book at the end")
     args = ap.parse_args(argv)
 
@@ -109,9 +112,13 @@ def main(argv: list[str] | None = None) -> None:
     for name in only:
         params = dict(model=args.model, seed=args.seed, results_dir=rel, quick=args.quick,
                       **profile[name])
+        if name == "edit_count" and args.time_budget is not None:
+            params["time_budget_min"] = args.time_budget
         print(f"== {name}: {params}", flush=True)
         if name == "edit_count" and args.jobs > 1:
             run_methods_in_parallel(params, notebooks, args.jobs)
+            if args.time_budget is not None:
+                params["time_budget_min"] = 0  # the rendering run only renders what the parallel runs left
         run_notebook(name, params, root / model_dir / name, notebooks)
     run_notebook(LEDGER, dict(results_root=rel, model=model_dir), root / model_dir / LEDGER,
                  notebooks)

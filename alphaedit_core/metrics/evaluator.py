@@ -1,8 +1,9 @@
 """The evaluator: every metric family of the study on one model, from one teacher-forced pass.
 
-`evaluate` collects the distinct (prompt, target) pairs that the requested families need, scores them with
-one batched forward pass per batch (:func:`.scoring.score_pairs`), runs the generations the generation-based
-and fluency metrics need (each distinct prompt once), and returns one tidy row per
+`evaluate` collects the distinct (prompt, target) pairs that the requested families need and the prompts the
+generation family answers, runs each distinct prompt once (:func:`.scoring.score_and_decode`: the prompt pass
+gives every target's first-token scores and the first generated token, its cache serves the targets' other tokens
+and the greedy answer), samples the fluency generations, and returns one tidy row per
 (record, family, prompt kind, metric): ``value`` is the per-record mean over that record's prompts.
 
 Prompt kinds and targets
@@ -36,8 +37,8 @@ from . import easyedit as ee
 from . import zsre as zs
 from .consistency import consistency, fit_tfidf, reference_text_of
 from .fluency import fluency as fluency_of
-from .generation import contains_answer, exact_match, generate
-from .scoring import Probe, score_pairs
+from .generation import contains_answer, exact_match, generate, to_generation
+from .scoring import Probe, can_share_prefix, score_and_decode, score_pairs
 
 FAMILIES = ("official", "easyedit", "generation")
 KINDS = ("counterfact", "zsre")
@@ -80,7 +81,7 @@ def compute_baseline(
     records: Iterable[Mapping[str, Any]],
     *,
     kind: str = "counterfact",
-    batch_size: int = 16,
+    batch_size: int = 64,
     progress: bool = True,
 ) -> dict[str, Any]:
     """The unedited model's argmax tokens for EasyEdit's locality probes, to pass to `evaluate(baseline=...)`.
@@ -123,9 +124,10 @@ def evaluate(
     kind: str = "counterfact",
     baseline: Mapping[str, Any] | None = None,
     families: Sequence[str] = FAMILIES,
-    batch_size: int = 16,
+    batch_size: int = 64,
     max_new_tokens: int = 100,
     answer_max_new_tokens: int = 20,
+    generation_kinds: Sequence[str] = ("rewrite", "paraphrase", "neighborhood", "loc"),
     fluency: bool = False,
     fluency_include_prompt: bool = True,
     sample: bool = False,
@@ -134,6 +136,7 @@ def evaluate(
     tfidf_vectorizer: Any = None,
     zsre_target: str = "answers",
     extra_columns: Mapping[str, Any] | None = None,
+    shared_prefix: bool | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Evaluate `model` on `records`; a tidy DataFrame, one row per (case_id, family, prompt_kind, metric).
@@ -149,7 +152,10 @@ def evaluate(
       and stops at 100 tokens *including* the prompt) and add fluency and, for records with `reference_text`,
       consistency. Fluency texts include the prompt, as the official code (`fluency_include_prompt`).
       The TF-IDF vectorizer is fitted on the evaluated records' reference texts unless `tfidf_vectorizer` is given.
-    * generation family: greedy, `answer_max_new_tokens` new tokens per prompt.
+    * generation family: greedy, `answer_max_new_tokens` new tokens per prompt of `generation_kinds`, decoded
+      from the same prompt pass as the teacher-forced scores when `shared_prefix` (default: when the model takes
+      a key/value cache); `shared_prefix=False` scores one sequence per pair and generates separately (same
+      numbers, slower: kept for models without a cache and for benchmarks).
     """
     records = _check(records, kind)
     families = tuple(families)
@@ -195,7 +201,32 @@ def evaluate(
                 want(*_locality_probes(r, kind))
             for group in ee.portability_probes(r).values():
                 want(*group)
-    scores = score_pairs(model, tok, list(pairs), batch_size=batch_size, progress=progress, desc="scoring")
+    gen_probes: list[tuple[Any, str, Probe]] = []
+    if "generation" in families:
+        kinds = set(generation_kinds)
+        for cid, r, info in infos:
+            new = info["target_new"]
+            if "rewrite" in kinds:
+                gen_probes += [(cid, "rewrite", Probe(p, new)) for p in info["rewrite"]]
+            if "paraphrase" in kinds:
+                gen_probes += [(cid, "paraphrase", Probe(p, new)) for p in info["paraphrase"]]
+            if kind == "counterfact" and "neighborhood" in kinds:
+                gen_probes += [(cid, "neighborhood", Probe(p, info["target_true"])) for p in info["neighborhood"]]
+            elif kind == "zsre" and "loc" in kinds and info["loc"] and info["loc_ans"]:
+                gen_probes.append((cid, "loc", Probe(zs.loc_prompt(info["loc"]), info["loc_ans"])))
+    gen_prompts = list(dict.fromkeys(p.prompt for _, _, p in gen_probes))
+    if shared_prefix is None:
+        shared_prefix = can_share_prefix(model)
+    if shared_prefix:  # one prompt pass serves the scoring and the first generated token
+        scores, decoded = score_and_decode(model, tok, list(pairs), gen_prompts, max_new_tokens=answer_max_new_tokens,
+                                           batch_size=batch_size, progress=progress, desc="scoring + answers")
+        answers = {p: to_generation(tok, p, *decoded[p]).continuation for p in gen_prompts}
+    else:
+        scores = score_pairs(model, tok, list(pairs), batch_size=batch_size, shared_prefix=False, progress=progress,
+                             desc="scoring")
+        answers = {g.prompt: g.continuation for g in generate(
+            model, tok, gen_prompts, max_new_tokens=answer_max_new_tokens, batch_size=batch_size, progress=progress,
+            desc="answers")}
 
     rows: list[dict[str, Any]] = []
 
@@ -259,28 +290,14 @@ def evaluate(
         raise ValueError(f"baseline has no locality entry for case_id(s) {sorted(set(map(str, missing)))[:10]} "
                          "(computed on other records?)")
 
-    # 3. generation-based answers
-    if "generation" in families:
-        gen_probes: list[tuple[Any, str, Probe]] = []
-        for cid, r, info in infos:
-            new = info["target_new"]
-            gen_probes += [(cid, "rewrite", Probe(p, new)) for p in info["rewrite"]]
-            gen_probes += [(cid, "paraphrase", Probe(p, new)) for p in info["paraphrase"]]
-            if kind == "counterfact":
-                gen_probes += [(cid, "neighborhood", Probe(p, info["target_true"])) for p in info["neighborhood"]]
-            elif info["loc"] and info["loc_ans"]:
-                gen_probes.append((cid, "loc", Probe(zs.loc_prompt(info["loc"]), info["loc_ans"])))
-        prompts = list(dict.fromkeys(p.prompt for _, _, p in gen_probes))
-        outs = generate(model, tok, prompts, max_new_tokens=answer_max_new_tokens, batch_size=batch_size,
-                        progress=progress, desc="answers")
-        cont = {g.prompt: g.continuation for g in outs}
-        acc: dict[tuple[Any, str], list[tuple[bool, bool]]] = {}
-        for cid, k, p in gen_probes:
-            c = cont[p.prompt]
-            acc.setdefault((cid, k), []).append((exact_match(c, p.target), contains_answer(c, p.target)))
-        for (cid, k), v in acc.items():
-            add(cid, "generation", k, "exact_match", sum(a for a, _ in v) / len(v), len(v))
-            add(cid, "generation", k, "contains", sum(b for _, b in v) / len(v), len(v))
+    # 3. generation-based answers (generated above, with the scoring pass)
+    acc: dict[tuple[Any, str], list[tuple[bool, bool]]] = {}
+    for cid, k, p in gen_probes:
+        c = answers[p.prompt]
+        acc.setdefault((cid, k), []).append((exact_match(c, p.target), contains_answer(c, p.target)))
+    for (cid, k), v in acc.items():
+        add(cid, "generation", k, "exact_match", sum(a for a, _ in v) / len(v), len(v))
+        add(cid, "generation", k, "contains", sum(b for _, b in v) / len(v), len(v))
 
     # 4. fluency and consistency (official CounterFact)
     if fluency and "official" in families and kind == "counterfact":

@@ -7,14 +7,14 @@ is recomputed every step.
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from .scoring import encode_prompt, model_device, pad_token_id
+from .forward import cache_kwarg, decode, forward_kwargs, left_pad, model_device, output_cache, pad_token_id
+from .scoring import encode_prompt
 
 
 @dataclass(frozen=True)
@@ -23,37 +23,6 @@ class Generation:
     continuation: str  # the generated text after the prompt
     text: str  # the decoded prompt + continuation (what the official fluency code scores)
     new_ids: tuple[int, ...]
-
-
-def _forward_kwargs(model: torch.nn.Module) -> set[str]:
-    try:
-        return set(inspect.signature(model.forward).parameters)
-    except (TypeError, ValueError):
-        return set()
-
-
-def _get_cache(out: Any) -> Any:
-    for name in ("cache", "past_key_values"):
-        try:
-            c = out[name] if isinstance(out, dict) else getattr(out, name, None)
-        except KeyError:
-            c = None
-        if c is not None:
-            return c
-    return None
-
-
-def _next_token(logits: torch.Tensor, do_sample: bool, top_k: int | None, temperature: float,
-                generator: torch.Generator | None) -> torch.Tensor:
-    logits = logits.float()
-    if not do_sample:
-        return logits.argmax(dim=-1)
-    logits = logits / temperature
-    if top_k is not None and top_k > 0 and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
 @torch.no_grad()
@@ -83,9 +52,8 @@ def generate(
     device = model_device(model)
     pad = pad_token_id(tok)
     eos = getattr(tok, "eos_token_id", None)
-    params = _forward_kwargs(model)
-    cache_kw = "cache" if "cache" in params else ("past_key_values" if "past_key_values" in params else None)
-    use_pos = "position_ids" in params
+    params = forward_kwargs(model)
+    cache_kw = cache_kwarg(params)
     gen = None
     if do_sample:
         gen = torch.Generator(device=device)
@@ -100,60 +68,35 @@ def generate(
         model.eval()
     try:
         for idx in tqdm(batches, desc=desc, disable=not progress, leave=False):
-            width = max(len(encoded[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                e = encoded[i]
-                ids[r, width - len(e):] = torch.tensor(e, dtype=torch.long)
-                mask[r, width - len(e):] = 1
-            ids, mask = ids.to(device), mask.to(device)
-            new = torch.full((len(idx), max_new_tokens), pad, dtype=torch.long, device=device)
-            lengths = torch.full((len(idx),), max_new_tokens, dtype=torch.long)
-            done = torch.zeros(len(idx), dtype=torch.bool, device=device)
-            cache = None
-            step_ids = ids
-            for step in range(max_new_tokens):
-                kwargs: dict[str, Any] = {"input_ids": step_ids, "attention_mask": mask}
-                if use_pos:
-                    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-                    kwargs["position_ids"] = pos[:, -step_ids.size(1):]
-                if cache_kw is not None:
-                    kwargs["use_cache"] = True
-                    if cache is not None:
-                        kwargs[cache_kw] = cache
-                if "logits_to_keep" in params:
-                    kwargs["logits_to_keep"] = 1
-                out = model(**kwargs)
-                nxt = _next_token(out.logits[:, -1, :], do_sample, top_k, temperature, gen)
-                nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-                new[:, step] = nxt
-                if stop_at_eos and eos is not None:
-                    hit = (nxt == eos) & ~done
-                    for r in hit.nonzero()[:, 0].tolist():
-                        lengths[r] = step  # EOS itself is not kept
-                    done |= hit
-                if bool(done.all()):
-                    break
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                cache = _get_cache(out) if cache_kw is not None else None
-                if cache is not None:
-                    step_ids = nxt[:, None]
-                else:
-                    ids = torch.cat([ids, nxt[:, None]], dim=1)
-                    step_ids = ids
+            ids, mask, pos = left_pad([encoded[i] for i in idx], pad, device)
+            kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+            if "position_ids" in params:
+                kwargs["position_ids"] = pos
+            if cache_kw is not None:
+                kwargs["use_cache"] = True
+            if "logits_to_keep" in params:
+                kwargs["logits_to_keep"] = 1
+            out = model(**kwargs) if max_new_tokens else None
+            new, lengths = (decode(model, out.logits[:, -1, :], ids, mask,
+                                   output_cache(out) if cache_kw is not None else None, max_new_tokens, pad=pad,
+                                   eos=eos, stop_at_eos=stop_at_eos, do_sample=do_sample, top_k=top_k,
+                                   temperature=temperature, generator=gen)
+                            if max_new_tokens else (torch.zeros(len(idx), 0, dtype=torch.long), [0] * len(idx)))
             new = new.cpu()
             for r, i in enumerate(idx):
-                n_ids = new[r, : int(lengths[r])].tolist()
-                p_ids = encoded[i]
-                pre = tok.decode(p_ids, skip_special_tokens=True)
-                full = tok.decode(p_ids + n_ids, skip_special_tokens=True)
-                cont = full[len(pre):] if full.startswith(pre) else tok.decode(n_ids, skip_special_tokens=True)
-                results[i] = Generation(prompts[i], cont, full, tuple(n_ids))
+                results[i] = to_generation(tok, prompts[i], encoded[i], new[r, : lengths[r]].tolist())
     finally:
         if was_training:
             model.train()
     return results  # type: ignore[return-value]
+
+
+def to_generation(tok: Any, prompt: str, prompt_ids: Sequence[int], new_ids: Sequence[int]) -> Generation:
+    """The decoded continuation and full text of `new_ids` generated after `prompt`."""
+    pre = tok.decode(list(prompt_ids), skip_special_tokens=True)
+    full = tok.decode(list(prompt_ids) + list(new_ids), skip_special_tokens=True)
+    cont = full[len(pre):] if full.startswith(pre) else tok.decode(list(new_ids), skip_special_tokens=True)
+    return Generation(prompt, cont, full, tuple(new_ids))
 
 
 def first_answer_span(generation: str) -> str:
