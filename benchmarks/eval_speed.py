@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--compare", action="store_true", help="also time the plain (no prefix sharing) evaluation")
+    ap.add_argument("--skip-teacher-forced", action="store_true",
+                    help="time only all three families together (not the teacher-forced ones alone)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -51,8 +53,9 @@ def main() -> None:
                      lambda: compute_baseline(model, tok, records, batch_size=args.batch_size, progress=False))
     runs = {}
     ways = [True, False] if args.compare else [True]
-    for fams, label in ((("official", "easyedit"), "official + EasyEdit"),
-                        (("official", "easyedit", "generation"), f"all three ({args.answer_tokens} new tokens)")):
+    setups = [(("official", "easyedit"), "official + EasyEdit"),
+              (("official", "easyedit", "generation"), f"all three ({args.answer_tokens} new tokens)")]
+    for fams, label in setups[1:] if args.skip_teacher_forced else setups:
         for shared in ways:
             way = "shared prefix" if shared else "plain"
             runs[(label, shared)] = timed(f"{label}, {way}", lambda: evaluate(
