@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import pandas as pd
 import torch
 
 from alphaedit_core.data import load_offline_counterfact

@@ -53,6 +53,32 @@ def output_cache(out: Any) -> Any:
     return None
 
 
+def call(
+    model: torch.nn.Module,
+    params: set[str],
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    *,
+    cache: Any = None,
+    last_only: bool = False,
+) -> Any:
+    """`model(...)` with the arguments its forward takes (`params`, from :func:`forward_kwargs`): position ids
+    where it takes them; with a key/value cache where it takes one (`cache`, or a new one when None), returned in
+    the output; logits of the last position only when `last_only` and it takes `logits_to_keep`."""
+    kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if "position_ids" in params:
+        kwargs["position_ids"] = position_ids
+    cache_kw = cache_kwarg(params)
+    if cache_kw is not None:
+        kwargs["use_cache"] = True
+        if cache is not None:
+            kwargs[cache_kw] = cache
+    if last_only and "logits_to_keep" in params:
+        kwargs["logits_to_keep"] = 1
+    return model(**kwargs)
+
+
 def left_pad(seqs: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Left-padded ids [n, w], attention mask [n, w] and position ids [n, w] (0 at each row's first real token)."""
     width = max(len(s) for s in seqs)
@@ -126,14 +152,8 @@ def decode(
         else:
             ids = torch.cat([ids, nxt[:, None]], dim=1)
             step_ids = ids
-        kwargs: dict[str, Any] = {"input_ids": step_ids, "attention_mask": mask}
-        if "position_ids" in params:
-            kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.size(1):]
-        if cache_kw is not None:
-            kwargs.update(use_cache=True, **{cache_kw: cache})
-        if "logits_to_keep" in params:
-            kwargs["logits_to_keep"] = 1
-        out = model(**kwargs)
+        out = call(model, params, step_ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.size(1):],
+                   cache=cache, last_only=True)
         if cache_kw is not None:
             cache = output_cache(out)
         logits = out.logits[:, -1, :]

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .forward import cache_kwarg, decode, forward_kwargs, left_pad, model_device, output_cache, pad_token_id
+from .forward import call, decode, forward_kwargs, left_pad, model_device, output_cache, pad_token_id
 from .scoring import encode_prompt
 
 
@@ -53,7 +53,6 @@ def generate(
     pad = pad_token_id(tok)
     eos = getattr(tok, "eos_token_id", None)
     params = forward_kwargs(model)
-    cache_kw = cache_kwarg(params)
     gen = None
     if do_sample:
         gen = torch.Generator(device=device)
@@ -69,19 +68,13 @@ def generate(
     try:
         for idx in tqdm(batches, desc=desc, disable=not progress, leave=False):
             ids, mask, pos = left_pad([encoded[i] for i in idx], pad, device)
-            kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
-            if "position_ids" in params:
-                kwargs["position_ids"] = pos
-            if cache_kw is not None:
-                kwargs["use_cache"] = True
-            if "logits_to_keep" in params:
-                kwargs["logits_to_keep"] = 1
-            out = model(**kwargs) if max_new_tokens else None
-            new, lengths = (decode(model, out.logits[:, -1, :], ids, mask,
-                                   output_cache(out) if cache_kw is not None else None, max_new_tokens, pad=pad,
-                                   eos=eos, stop_at_eos=stop_at_eos, do_sample=do_sample, top_k=top_k,
-                                   temperature=temperature, generator=gen)
-                            if max_new_tokens else (torch.zeros(len(idx), 0, dtype=torch.long), [0] * len(idx)))
+            if max_new_tokens:
+                out = call(model, params, ids, mask, pos, last_only=True)
+                new, lengths = decode(model, out.logits[:, -1, :], ids, mask, output_cache(out), max_new_tokens,
+                                      pad=pad, eos=eos, stop_at_eos=stop_at_eos, do_sample=do_sample, top_k=top_k,
+                                      temperature=temperature, generator=gen)
+            else:
+                new, lengths = torch.zeros(len(idx), 0, dtype=torch.long), [0] * len(idx)
             new = new.cpu()
             for r, i in enumerate(idx):
                 results[i] = to_generation(tok, prompts[i], encoded[i], new[r, : lengths[r]].tolist())

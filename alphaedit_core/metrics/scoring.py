@@ -21,7 +21,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .forward import cache_kwarg, decode, forward_kwargs, left_pad, model_device, output_cache, pad_token_id
+from .forward import cache_kwarg, call, decode, forward_kwargs, left_pad, model_device, output_cache, pad_token_id
 
 
 @dataclass(frozen=True)
@@ -241,15 +241,13 @@ def _score_shared(model, tok, encoded, to_decode: list[str], max_new_tokens: int
     device = model_device(model)
     pad = pad_token_id(tok)
     eos = getattr(tok, "eos_token_id", None)
-    cache_kw = cache_kwarg(params)
-    keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
     out: dict[Probe, TargetScore] = {}
     answers: dict[str, tuple[list[int], list[int]]] = {}
     for chunk in tqdm(list(_batches(prompts, batch_size)), desc=desc, disable=not progress, leave=False):
         batch = [g for _, g in chunk]
         n = len(batch)
         ids, mask, pos = left_pad([p for p, _ in batch], pad, device)
-        res = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **keep)
+        res = call(model, params, ids, mask, pos, last_only=True)
         last = res.logits[:, -1].float()  # [n, V]: predicts every target's first token and the first new one
         first = last.log_softmax(-1)
         first_arg = first.argmax(-1).cpu()
@@ -273,9 +271,8 @@ def _score_shared(model, tok, encoded, to_decode: list[str], max_new_tokens: int
                     c_mask[r, : len(t)] = 1
             c_ids, c_mask = c_ids.to(device), c_mask.to(device)
             idx = torch.tensor(sel, device=device)
-            res = model(input_ids=c_ids, attention_mask=torch.cat([mask[idx], c_mask], dim=1),
-                        position_ids=lengths[idx, None] + torch.arange(w, device=device)[None, :],
-                        use_cache=True, **{cache_kw: past})
+            res = call(model, params, c_ids, torch.cat([mask[idx], c_mask], dim=1),
+                       lengths[idx, None] + torch.arange(w, device=device)[None, :], cache=past)
             logits = res.logits.float()  # [len(sel), w, V]
             for r, i in enumerate(sel):
                 if c_mask[r, 0]:
