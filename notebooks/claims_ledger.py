@@ -130,22 +130,33 @@ display(Markdown(
 # %% [markdown]
 # ## Verdicts
 #
-# *Edits* is the number of sequential edits the notebook made; *run* says whether the notebook ran in its quick
-# (smoke-test) mode or in full. The evidence is the notebook's own summary of its numbers; the chapter of the same
-# name shows how they were obtained.
+# *Tested with* names the model, the number of sequential edits the notebook made, the notebook, and whether it ran
+# in its quick (smoke-test) mode or in full. The evidence is the notebook's own summary of its numbers; the chapter
+# of the same name shows how they were obtained. The claims' full statements follow the table.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "full-width"]
+def tested_with(row) -> str:
+    if not row["model"]:
+        return row["notebook"] or ""
+    edits = f"{row['n_edits']} edits" if row["n_edits"] else "no edits"
+    return f"{row['model']}, {edits}, {row['notebook']} ({row['run']})"
+
+
 table = pd.DataFrame({
-    "Claim": ledger["id"],
-    "Statement": ledger["title"] + ": " + ledger["statement"],
+    "Claim": ledger["id"] + " " + ledger["title"],
     "Verdict": ledger["verdict"],
     "Evidence": ledger["evidence"],
-    "Model": ledger["model"],
-    "Edits": ledger["n_edits"],
-    "Notebook": ledger["notebook"],
-    "Run": ledger["run"],
+    "Tested with": ledger.apply(tested_with, axis=1),
 })
 display(Markdown(md_table(table)))
+
+# %% [markdown]
+# ### The claims
+
+# %% tags=["hide-input"]
+statements = claims.sort_values("n")
+display(Markdown(md_table(pd.DataFrame({"Claim": statements["id"] + " " + statements["title"],
+                                        "Statement": statements["statement"]}))))
 
 # %% [markdown]
 # ## Published numbers (quoted from the AlphaEdit paper, Table 1; not ours)

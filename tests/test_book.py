@@ -142,7 +142,7 @@ def test_ledger_lists_every_claim_and_the_quoted_numbers(built_book):
         assert re.search(rf"\bC{i}\b", text), f"C{i} missing from the ledger"
     cells = re.findall(r"<td><p>(.*?)</p></td>", text, flags=re.S)  # the rendered tables, not the code
     for i in range(1, 14):
-        assert f"C{i}" in cells, f"C{i} has no row in the ledger"
+        assert any(re.match(rf"C{i} \w", c) for c in cells), f"C{i} has no row in the ledger"
     assert "quoted" in text and "Published numbers (quoted" in text
     assert "98.90" in cells  # LLaMA3-8B AlphaEdit CounterFact efficacy, quoted
     assert cells.count("not tested yet") == 6  # C3, C4, C6, C8, C9, C10 have no notebook
