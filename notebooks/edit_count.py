@@ -64,6 +64,7 @@ from alphaedit_core.metrics import compute_baseline, evaluate, summarize
 from alphaedit_core.models import load_model, model_fingerprint
 from alphaedit_core.paths import cache_dir
 from alphaedit_core.stats import corpus_keys
+from alphaedit_core.verdicts import edit_count_claims
 
 model_dir = label or model.replace("/", "--")
 out = Path(results_dir) / model_dir / "edit_count"
@@ -211,6 +212,8 @@ diag.groupby(["method", "edits"])[["relative_change", "condition", "drift", "tar
 
 # %% [markdown]
 # ## Verdicts
+# The decision rules (thresholds included) are in `alphaedit_core/verdicts.py`; this cell only feeds them the
+# means above.
 
 # %%
 def value(method: str, edits: int, family: str, metric: str) -> float:
@@ -218,48 +221,12 @@ def value(method: str, edits: int, family: str, metric: str) -> float:
     return float(row["mean"].iloc[0]) if len(row) else float("nan")
 
 
-reached_by = {m: sorted(set(plot[plot.method == m].edits) - {0}) for m in methods}
-reached = sorted(set().union(*reached_by.values()))
-if not reached:
-    raise RuntimeError("no milestone evaluated yet: run the notebook longer")
-first, last = reached[0], reached[-1]
-mid = [m for m in reached if m >= 1000] or [last]
-lines, dropped, collapsed = [], {}, {}
-for method in methods:
-    done_m = reached_by[method]
-    if not done_m:
-        lines.append(f"{method}: no edit batch evaluated yet")
-        continue
-    e = {m: value(method, m, "official", "efficacy") for m in done_m}
-    r = {m: value(method, m, "easyedit", "rewrite_acc") for m in done_m}
-    late = [m for m in done_m if m >= 1000] or [done_m[-1]]
-    dropped[method] = min(e[m] for m in late) < e[done_m[0]] - 0.10
-    collapsed[method] = e[done_m[-1]] < 0.5 * e[done_m[0]]
-    lines.append(f"{method}: efficacy {e[done_m[0]]:.1%} at {done_m[0]} edits, {e[done_m[-1]]:.1%} at {done_m[-1]} "
-                 f"(EasyEdit rewrite_acc {r[done_m[0]]:.1%} / {r[done_m[-1]]:.1%})")
-stable = value("alphaedit", first, "official", "efficacy") >= 0.9
-a_first, a_last = value("alphaedit", first, "official", "efficacy"), value("alphaedit", last, "official", "efficacy")
-if last < 1000:
-    ahead = ", ".join(f"{m} {k}" for m, k in checkpointed.items())
-    note = (f" Milestones are evaluated up to {last} of {n_edits} edits; the checkpoints are at {ahead} edits"
-            " (the stream resumes from them).")
-    c7 = c11 = "not testable here"
-else:
-    note = ""
-    c7 = ("reproduced" if stable and any(dropped.values()) and any(collapsed.values())
-          else "partly reproduced" if stable and (any(dropped.values()) or any(collapsed.values()))
-          else "not reproduced")
-    c11 = "reproduced" if stable and abs(a_first - a_last) > 0.1 else "partly reproduced"
-claims = {
-    "C7": dict(verdict=c7, evidence="; ".join(lines) + (f". Drop >10 points by {mid[0]} edits: {dropped}; collapse "
-                                                      f"(<50% of the {first}-edit efficacy) at {last}: {collapsed}."
-                                                      if last >= 1000 else ".") + note),
-    "C11": dict(verdict=c11,
-                evidence=(f"AlphaEdit efficacy at {first} edits is {a_first:.1%}" + (
-                    f" and at {last} edits {a_last:.1%}"
-                    + (": the small run is a necessary sanity check but does not predict the long run."
-                       if abs(a_first - a_last) > 0.1 else ": within 10 points.") if last > first else ".") + note)),
-}
+efficacy = {m: {e: value(m, e, "official", "efficacy") for e in sorted(set(plot[plot.method == m].edits))}
+            for m in methods}
+rewrite = {m: {e: value(m, e, "easyedit", "rewrite_acc") for e in sorted(set(plot[plot.method == m].edits))}
+           for m in methods}
+claims = edit_count_claims(efficacy, rewrite, n_planned=n_edits, checkpointed=checkpointed)
+last = max(e for m in methods for e in efficacy[m])
 summary = dict(model=model_dir, notebook="edit_count", n_edits=last, n_edits_planned=n_edits,
                edits_checkpointed=checkpointed, batch_size=batch_size, quick=quick, methods=methods,
                milestones=milestones, eval_cap=eval_cap, claims=claims)

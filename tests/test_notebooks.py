@@ -35,6 +35,9 @@ def test_edit_count_notebook_runs_and_resumes(tiny_setup):
     run_notebook("edit_count", params, out, ROOT / "notebooks", timeout=600)
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["claims"]) == {"C7", "C11"}
+    assert summary["edits_checkpointed"] == {"alphaedit": 4, "memit": 4} and summary["n_edits"] == 4
+    # 4 edits cannot test claims about 1,000 and more: no verdict is drawn from them
+    assert {c["verdict"] for c in summary["claims"].values()} == {"not testable here"}
     by_edits = pd.read_csv(out / "metrics_by_edits.csv")
     for method in ("alphaedit", "memit"):
         assert sorted(by_edits[by_edits.method == method].edits.unique()) == [0, 2, 4]

@@ -1,0 +1,55 @@
+"""The decision rules behind the C7 and C11 verdicts of the edit_count notebook."""
+import pytest
+
+from alphaedit_core.verdicts import edit_count_claims
+
+
+def stream(alpha: list[float], memit: list[float], edits=(100, 500, 1000, 1500, 2000)) -> dict:
+    return {"alphaedit": dict(zip(edits, alpha)), "memit": dict(zip(edits, memit))}
+
+
+def verdicts(eff: dict, n_planned: int = 2000, **kw) -> tuple[str, str]:
+    claims = edit_count_claims(eff, eff, n_planned=n_planned, **kw)
+    return claims["C7"]["verdict"], claims["C11"]["verdict"]
+
+
+def test_drop_and_collapse_reproduce_c7_and_c11():
+    eff = stream([1.0, 0.97, 0.85, 0.8, 0.75], [0.9, 0.8, 0.6, 0.4, 0.3])
+    assert verdicts(eff) == ("reproduced", "reproduced")
+
+
+def test_no_drop_is_not_reproduced():
+    eff = stream([1.0, 0.99, 0.98, 0.97, 0.96], [0.95, 0.95, 0.94, 0.93, 0.92])
+    assert verdicts(eff) == ("not reproduced", "partly reproduced")
+
+
+def test_drop_without_collapse_is_partly_reproduced():
+    eff = stream([1.0, 0.95, 0.85, 0.8, 0.8], [0.9, 0.9, 0.88, 0.85, 0.85])
+    assert verdicts(eff)[0] == "partly reproduced"
+
+
+def test_unstable_start_never_reproduces_c7():
+    eff = stream([0.6, 0.5, 0.3, 0.2, 0.1], [0.6, 0.5, 0.3, 0.2, 0.1])
+    assert verdicts(eff) == ("not reproduced", "partly reproduced")
+
+
+def test_a_drop_before_1000_edits_is_not_a_drop_beyond_1000():
+    eff = stream([1.0, 0.5, 0.95, 0.95, 0.95], [1.0, 0.5, 0.95, 0.95, 0.95])
+    assert verdicts(eff)[0] == "not reproduced"
+
+
+def test_stream_in_progress_or_too_short_is_not_testable():
+    eff = stream([1.0, 0.9, 0.4], [1.0, 0.9, 0.4], edits=(100, 500, 1000))
+    claims = edit_count_claims(eff, eff, n_planned=2000, checkpointed={"alphaedit": 1300, "memit": 1200})
+    assert {c["verdict"] for c in claims.values()} == {"not testable here"}
+    assert "alphaedit 1300, memit 1200" in claims["C7"]["evidence"]
+    short = stream([1.0, 0.2], [1.0, 0.2], edits=(2, 4))
+    assert verdicts(short, n_planned=4) == ("not testable here", "not testable here")
+
+
+def test_unedited_rows_are_ignored_and_nothing_evaluated_is_an_error():
+    eff = stream([1.0, 0.97, 0.85, 0.8, 0.75], [0.9, 0.8, 0.6, 0.4, 0.3])
+    with_zero = {m: {0: 0.1, **e} for m, e in eff.items()}
+    assert edit_count_claims(with_zero, with_zero, 2000) == edit_count_claims(eff, eff, 2000)
+    with pytest.raises(ValueError, match="no milestone"):
+        edit_count_claims({"alphaedit": {0: 0.1}}, {}, 2000)
