@@ -213,7 +213,8 @@ diag.groupby(["method", "edits"])[["relative_change", "condition", "drift", "tar
 # %% [markdown]
 # ## Verdicts
 # The decision rules (thresholds included) are in `alphaedit_core/verdicts.py`; this cell only feeds them the
-# means above.
+# means above. A drop or a collapse counts in either metric family: the official efficacy (a probability
+# comparison) or EasyEdit's rewrite_acc (token accuracy, the "accuracy" of the claim).
 
 # %%
 def value(method: str, edits: int, family: str, metric: str) -> float:

@@ -53,3 +53,19 @@ def test_unedited_rows_are_ignored_and_nothing_evaluated_is_an_error():
     assert edit_count_claims(with_zero, with_zero, 2000) == edit_count_claims(eff, eff, 2000)
     with pytest.raises(ValueError, match="no milestone"):
         edit_count_claims({"alphaedit": {0: 0.1}}, {}, 2000)
+
+
+def test_a_collapse_of_rewrite_acc_counts_when_efficacy_only_drops():
+    eff = stream([1.0, 0.97, 0.95, 0.90, 0.85], [0.9, 0.85, 0.78, 0.6, 0.55])
+    acc = stream([0.95, 0.88, 0.7, 0.47, 0.4], [0.78, 0.6, 0.34, 0.15, 0.1])
+    claims = edit_count_claims(eff, acc, n_planned=2000)
+    assert claims["C7"]["verdict"] == "reproduced"
+    assert "collapse" in claims["C7"]["evidence"] and "memit rewrite_acc" in claims["C7"]["evidence"]
+    assert "memit efficacy" not in claims["C7"]["evidence"].split("collapse")[1]
+    assert edit_count_claims(eff, eff, n_planned=2000)["C7"]["verdict"] == "partly reproduced"
+
+
+def test_stability_needs_every_family():
+    eff = stream([1.0, 0.97, 0.85, 0.8, 0.75], [0.9, 0.8, 0.6, 0.4, 0.3])
+    acc = stream([0.7, 0.6, 0.5, 0.3, 0.2], [0.6, 0.5, 0.3, 0.2, 0.1])
+    assert edit_count_claims(eff, acc, n_planned=2000)["C7"]["verdict"] == "not reproduced"
