@@ -102,3 +102,15 @@ def edit_count_claims(
         c11_evidence += "."
     return {"C7": dict(verdict=c7, evidence=c7_evidence + note),
             "C11": dict(verdict=c11, evidence=c11_evidence + note)}
+
+
+def onsets(scores: dict[int, float]) -> dict[str, int | None]:
+    """Where a score series {edits: score} first falls more than `DROP` below its first milestone ("drop") and
+    below `COLLAPSE` × the first milestone ("collapse"); None where it never does. Edits = 0 is ignored."""
+    done = _milestones(scores)
+    if not done:
+        raise ValueError("no milestone evaluated yet")
+    first = scores[done[0]]
+    drop = next((m for m in done if scores[m] < first - DROP), None)
+    collapse = next((m for m in done if scores[m] < COLLAPSE * first), None)
+    return {"first": done[0], "drop": drop, "collapse": collapse, "last": done[-1]}

@@ -64,7 +64,7 @@ from alphaedit_core.metrics import compute_baseline, evaluate, summarize
 from alphaedit_core.models import load_model, model_fingerprint
 from alphaedit_core.paths import cache_dir
 from alphaedit_core.stats import corpus_keys
-from alphaedit_core.verdicts import edit_count_claims
+from alphaedit_core.verdicts import edit_count_claims, onsets
 
 model_dir = label or model.replace("/", "--")
 out = Path(results_dir) / model_dir / "edit_count"
@@ -209,6 +209,18 @@ for ax, col, title in zip(axes, ["relative_change", "condition", "drift"],
 fig.tight_layout()
 fig.savefig(out / "diagnostics.png", dpi=120)
 diag.groupby(["method", "edits"])[["relative_change", "condition", "drift", "target_steps", "seconds"]].mean().round(4)
+
+# %% [markdown]
+# ## Where the collapse begins
+# For each method and measure: the first milestone, the first milestone more than 10 points below it ("drop") and
+# the first below half of it ("collapse"); empty where the stream never got there. Thresholds are those of
+# `alphaedit_core/verdicts.py`. Locality and specificity are included: their fall is the edits' side effect.
+
+# %%
+onset = pd.DataFrame([dict(method=m, measure=name, **onsets(dict(zip(s.edits, s["mean"]))))
+                      for (m, name), s in plot.groupby(["method", "measure"])])
+onset.to_csv(out / "onsets.csv", index=False)
+onset.astype({c: "Int64" for c in ["first", "drop", "collapse", "last"]})
 
 # %% [markdown]
 # ## Verdicts

@@ -69,3 +69,12 @@ def test_stability_needs_every_family():
     eff = stream([1.0, 0.97, 0.85, 0.8, 0.75], [0.9, 0.8, 0.6, 0.4, 0.3])
     acc = stream([0.7, 0.6, 0.5, 0.3, 0.2], [0.6, 0.5, 0.3, 0.2, 0.1])
     assert edit_count_claims(eff, acc, n_planned=2000)["C7"]["verdict"] == "not reproduced"
+
+
+def test_onsets_name_the_first_milestone_past_each_threshold():
+    from alphaedit_core.verdicts import onsets
+    assert onsets({0: 0.1, 100: 0.95, 500: 0.9, 1000: 0.8, 1500: 0.47, 2000: 0.3}) == dict(
+        first=100, drop=1000, collapse=1500, last=2000)
+    assert onsets({100: 1.0, 200: 0.95}) == dict(first=100, drop=None, collapse=None, last=200)
+    with pytest.raises(ValueError):
+        onsets({0: 0.5})
