@@ -78,3 +78,10 @@ def test_onsets_name_the_first_milestone_past_each_threshold():
     assert onsets({100: 1.0, 200: 0.95}) == dict(first=100, drop=None, collapse=None, last=200)
     with pytest.raises(ValueError):
         onsets({0: 0.5})
+
+
+def test_a_run_without_the_reference_method_gives_no_verdict():
+    eff = {"memit": {100: 0.9, 1000: 0.6, 2000: 0.3}}
+    claims = edit_count_claims(eff, eff, n_planned=2000)
+    assert {c["verdict"] for c in claims.values()} == {"not testable here"}
+    assert "no alphaedit stream" in claims["C7"]["evidence"]
