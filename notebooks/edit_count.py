@@ -27,15 +27,15 @@
 
 # %% tags=["parameters"]
 model = "smollm2-135m-instruct"  # offline short name, hub id or local folder
-label = ""  # results folder name; "" = the model name with "/" as "--"
-hparams = ""  # preset name; "" = the model's own preset
+label = ""  # results folder name (empty: the model name, slashes as double dashes)
+hparams = ""  # preset name (empty: the model's own preset)
 overrides = {}
 methods = ["alphaedit", "memit"]
 n_edits = 2000
 batch_size = 100
 milestones = [100, 200, 500, 1000, 1500, 2000]  # batch boundaries (250 is none with batches of 100)
 time_budget_min = None  # stop starting new batches after this many minutes (the run resumes next time)
-eval_cap = 300  # records evaluated per milestone (a seeded sample of those edited so far); None = all
+eval_cap = 300  # records evaluated per milestone, a seeded sample of those edited so far (None: all)
 gen_cap = 50  # records of that sample also evaluated by greedy generation
 drift_tokens = 4000  # held-out corpus tokens for the drift of preserved outputs
 seed = 0

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -23,7 +25,7 @@
 
 # %% tags=["parameters"]
 model = "smollm2-135m-instruct"  # offline short name, hub id or local folder
-label = ""  # results folder name; "" = the model name with "/" as "--"
+label = ""  # results folder name (empty: the model name, slashes as double dashes)
 hparams = ""
 overrides = {}
 method = "alphaedit"

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -21,8 +23,8 @@
 
 # %% tags=["parameters"]
 model = "smollm2-135m-instruct"  # offline short name, hub id or local folder
-label = ""  # results folder name; "" = the model name with "/" as "--"
-hparams = ""  # preset name; "" = the model's own preset
+label = ""  # results folder name (empty: the model name, slashes as double dashes)
+hparams = ""  # preset name (empty: the model's own preset)
 overrides = {}  # hparams fields to override
 n_edits = 20  # edits used to check that one P gives identical edits in two runs
 batch_size = 20
