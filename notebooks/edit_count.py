@@ -206,8 +206,9 @@ for ax, col, title in zip(axes, ["relative_change", "condition", "drift"],
                           ["‖W − W⁰‖ / ‖W⁰‖", "condition number of the solved system", "drift on held-out keys"]):
     sns.lineplot(diag, x="edits", y=col, hue="method", style="layer", ax=ax, legend=(col == "drift"))
     ax.set(title=title, yscale="log")
+sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
 fig.tight_layout()
-fig.savefig(out / "diagnostics.png", dpi=120)
+fig.savefig(out / "diagnostics.png", dpi=120, bbox_inches="tight")
 diag.groupby(["method", "edits"])[["relative_change", "condition", "drift", "target_steps", "seconds"]].mean().round(4)
 
 # %% [markdown]
