@@ -28,12 +28,20 @@ def _milestones(scores: dict[int, float]) -> list[int]:
     return sorted(k for k in scores if k > 0)
 
 
+def _dropped(score: float, first: float) -> bool:
+    return score < first - DROP
+
+
+def _collapsed(score: float, first: float) -> bool:
+    return score < COLLAPSE * first
+
+
 def _drop_and_collapse(scores: dict[int, float]) -> tuple[bool, bool]:
     """(a drop of more than DROP beyond LONG edits, a collapse below COLLAPSE × first at the last milestone)."""
     done = _milestones(scores)
     late = [m for m in done if m >= LONG] or [done[-1]]
     first = scores[done[0]]
-    return min(scores[m] for m in late) < first - DROP, scores[done[-1]] < COLLAPSE * first
+    return _dropped(min(scores[m] for m in late), first), _collapsed(scores[done[-1]], first)
 
 
 def edit_count_claims(
@@ -114,6 +122,6 @@ def onsets(scores: dict[int, float]) -> dict[str, int | None]:
     if not done:
         raise ValueError("no milestone evaluated yet")
     first = scores[done[0]]
-    drop = next((m for m in done if scores[m] < first - DROP), None)
-    collapse = next((m for m in done if scores[m] < COLLAPSE * first), None)
+    drop = next((m for m in done if _dropped(scores[m], first)), None)
+    collapse = next((m for m in done if _collapsed(scores[m], first)), None)
     return {"first": done[0], "drop": drop, "collapse": collapse, "last": done[-1]}
