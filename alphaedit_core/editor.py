@@ -10,17 +10,15 @@ Methods: "alphaedit" (P and cache_c), "alphaedit_no_cache" (P, without cache_c: 
 """
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from . import checkpoint as ckpt
 from .arch import ModelAdapter
 from .hparams import EditHParams
 from .keys import keys_and_outputs
@@ -75,6 +73,13 @@ class Editor:
         self.projectors, self.covs = projectors or {}, covs or {}
         self.fast_targets, self.diagnostics, self.progress = fast_targets, diagnostics, progress
         self.original = {l: self.adapter.weight_view(l).detach().clone() for l in hparams.layers}
+        from .models import model_fingerprint
+
+        self.fingerprint = model_fingerprint(model)  # of the unedited model: a checkpoint of another is refused
+        self.statistics = ckpt.statistics_sha256(
+            [self.covs[l] for l in hparams.layers] if method == "memit"
+            else [self.projectors[l].basis for l in hparams.layers])
+        self.batch_size: int | None = None  # set by run(); recorded in checkpoints
         self.cache_c = {l: torch.zeros(self.adapter.d_ff, self.adapter.d_ff) for l in hparams.layers} \
             if method == "alphaedit" else {}
         self.templates = templates if templates is not None else context_templates(
@@ -82,6 +87,7 @@ class Editor:
             seed_words=hparams.context_template_seeds, seed=hparams.seed)
         self.batches_done = 0
         self.case_ids: list = []
+        self.request_hashes: list[str] = []
         self.reports: list[BatchReport] = []
 
     # --------------------------------------------------------------------------------------------- set-up
@@ -95,6 +101,7 @@ class Editor:
         from .stats import layer_stats
 
         adapter = ModelAdapter.from_model(model)
+        hparams.check_model(adapter.n_layers)
         corpus = corpus if corpus is not None else get_corpus(hparams.mom2_corpus)
         covs = layer_stats(model, tok, adapter, hparams.layers, corpus,
                            fingerprint=fingerprint or model_fingerprint(model), n_tokens=hparams.mom2_n_tokens,
@@ -151,6 +158,7 @@ class Editor:
         report.seconds_keys, report.seconds_solve = t_keys, t_solve
         self.batches_done += 1
         self.case_ids.extend(r.case_id for r in requests)
+        self.request_hashes.extend(ckpt.request_sha256(r) for r in requests)
         report.edits_done = len(self.case_ids)
         self.reports.append(report)
         return report
@@ -159,16 +167,19 @@ class Editor:
             on_batch: Callable[["Editor", list[EditRequest], BatchReport], None] | None = None,
             stop_after: int | None = None, deadline: float | None = None) -> list[BatchReport]:
         """Edit `requests` sequentially in batches. With `checkpoint`, the state is saved after every batch and
-        a run that finds a checkpoint there resumes after its last batch (its edited case ids must be a prefix of
-        `requests`). `stop_after` ends after that many batches in total (for tests of interruption); `deadline`
-        (a `time.time()` value) starts no new batch after it: a later call resumes from the checkpoint."""
+        a run that finds a checkpoint there resumes after its last batch, once the checkpoint is verified to
+        belong to this run (same model, method, hparams, statistics, batch size, and requests: the edited ones
+        must be, in order, the first of `requests`); otherwise `CheckpointMismatch` names the field.
+        `stop_after` ends after that many batches in total (for tests of interruption); `deadline` (a
+        `time.time()` value) starts no new batch after it: a later call resumes from the checkpoint."""
         batch_size = batch_size or self.hp.batch_size
-        if checkpoint is not None and (Path(checkpoint) / "state.json").exists():
-            self.load(checkpoint)
-            done = [r.case_id for r in requests[: len(self.case_ids)]]
-            if done != self.case_ids:
-                raise ValueError(f"checkpoint {checkpoint} holds edits of other requests than the first "
-                                 f"{len(self.case_ids)} given")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}: must be a positive integer")
+        if checkpoint is not None and ckpt.exists(checkpoint):
+            self.load(checkpoint, requests=requests, batch_size=batch_size)
+        elif self.batches_done and self.batch_size not in (None, batch_size):
+            raise ValueError(f"this editor ran with batch_size={self.batch_size}; asked for {batch_size}")
+        self.batch_size = batch_size
         batches = [requests[i : i + batch_size] for i in range(0, len(requests), batch_size)]
         bar = tqdm(total=len(batches), initial=self.batches_done, desc=f"{self.method} batches", disable=not self.progress)
         for batch in batches[self.batches_done :]:
@@ -193,46 +204,72 @@ class Editor:
                 self.adapter.weight_view(l).copy_(w)
         for c in self.cache_c.values():
             c.zero_()
-        self.batches_done, self.case_ids, self.reports = 0, [], []
+        self.batches_done, self.case_ids, self.request_hashes, self.reports = 0, [], [], []
+        self.batch_size = None
 
     def weight_deltas(self) -> dict[int, torch.Tensor]:
         """W_l − W_l⁰ for each edited layer: {layer: [d_model, d_ff]}."""
         return {l: self.adapter.weight_view(l).detach() - w for l, w in self.original.items()}
 
-    def save(self, path: str | Path) -> None:
-        """Edited weights, cache_c, templates and progress; written to a temporary folder then swapped in."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        tensors = {f"weight.{l}": self.adapter.weight_view(l).detach().contiguous().clone() for l in self.hp.layers}
-        tensors |= {f"cache_c.{l}": c.contiguous() for l, c in self.cache_c.items()}
-        save_file(tensors, str(tmp / "state.safetensors"))
-        (tmp / "state.json").write_text(json.dumps({
-            "method": self.method, "hparams": self.hp.to_dict(), "templates": self.templates,
-            "batches_done": self.batches_done, "case_ids": self.case_ids,
-            "reports": [asdict(r) for r in self.reports]}, indent=1))
-        old = path.with_name(path.name + ".old")
-        if path.exists():
-            path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint of this run must match to be resumed by it."""
+        return {"method": self.method, "model_fingerprint": self.fingerprint, "statistics_sha256": self.statistics,
+                "hparams": self.hp.to_dict(), "templates": self.templates}
 
-    def load(self, path: str | Path) -> None:
-        """Resume from `save`: same method, hparams and templates required."""
-        path = Path(path)
-        meta = json.loads((path / "state.json").read_text())
-        if meta["method"] != self.method or meta["hparams"] != self.hp.to_dict():
-            raise ValueError(f"checkpoint {path} was made with method {meta['method']!r} and other hparams")
-        tensors = load_file(str(path / "state.safetensors"))
+    def save(self, path: str | Path) -> None:
+        """Edited weights, cache_c and progress, with the run's identity and a sha256 of every tensor; crash-safe
+        (see `checkpoint.write_version`)."""
+        tensors = {f"weight.{l}": self.adapter.weight_view(l) for l in self.hp.layers}
+        tensors |= {f"cache_c.{l}": c for l, c in self.cache_c.items()}
+        meta = {**self.identity(), "batch_size": self.batch_size, "batches_done": self.batches_done,
+                "request_sha256": self.request_hashes, "case_ids": self.case_ids,
+                "reports": [asdict(r) for r in self.reports]}
+        ckpt.write_version(path, self.batches_done, tensors, meta)
+
+    def load(self, path: str | Path, *, requests: list[EditRequest] | None = None, batch_size: int | None = None
+             ) -> None:
+        """Resume from `save`. Refuses (`CheckpointMismatch`, naming the field and both values) a checkpoint of
+        another model, method, statistics, hparams or templates, of another batch size (when given), or whose
+        edited requests are not the first of `requests` (when given); `CheckpointError` for a corrupted one."""
+        meta, tensors = ckpt.read_version(path)
+        expected = self.identity()
+        if batch_size is not None:
+            expected["batch_size"] = batch_size
+        ckpt.verify_identity(Path(path), meta, expected)
+        if requests is not None:
+            ckpt.verify_requests(Path(path), meta["request_sha256"], requests)
+        self._set_state(tensors, meta)
+        self.batches_done, self.batch_size = meta["batches_done"], meta["batch_size"]
+        self.reports = [BatchReport(**{**r, **{k: {int(i): v for i, v in r[k].items()} for k in
+                                              ("delta_norm", "total_norm", "weight_norm", "condition")}})
+                        for r in meta["reports"]]
+
+    def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Edited weights, cache_c and the edited requests from a checkpoint or snapshot."""
         with torch.no_grad():
             for l in self.hp.layers:
                 self.adapter.weight_view(l).copy_(tensors[f"weight.{l}"])
         for l in self.cache_c:
             self.cache_c[l] = tensors[f"cache_c.{l}"].clone()
-        self.templates = meta["templates"]
-        self.batches_done, self.case_ids = meta["batches_done"], meta["case_ids"]
-        self.reports = [BatchReport(**{**r, **{k: {int(i): v for i, v in r[k].items()} for k in
-                                              ("delta_norm", "total_norm", "weight_norm", "condition")}})
-                        for r in meta["reports"]]
+        self.case_ids, self.request_hashes = list(meta["case_ids"]), list(meta["request_sha256"])
 
+    # --------------------------------------------------------------------------------------------- snapshots
+    def save_snapshot(self, path: str | Path, **extra: Any) -> Path:
+        """The edited layers' weights and cache_c now, in one small safetensors file, with the run's identity, the
+        edited requests and `extra` (e.g. the code version) as metadata: `load_snapshot` re-creates this state
+        exactly, without re-editing. ([d_model, d_ff] and [d_ff, d_ff] float32 per layer: 65 MB for SmolLM2.)"""
+        tensors = {f"weight.{l}": self.adapter.weight_view(l) for l in self.hp.layers}
+        tensors |= {f"cache_c.{l}": c for l, c in self.cache_c.items()}
+        meta = {**self.identity(), "batch_size": self.batch_size, "batches_done": self.batches_done,
+                "edits": len(self.case_ids), "request_sha256": self.request_hashes, "case_ids": self.case_ids,
+                **extra}
+        return ckpt.write_snapshot(path, tensors, meta)
+
+    def load_snapshot(self, path: str | Path) -> dict[str, Any]:
+        """Put the model (and cache_c) in the state of a snapshot of this run; returns its metadata. The reports
+        of the batches are not in a snapshot: `reports` is emptied."""
+        meta, tensors = ckpt.read_snapshot(path)
+        ckpt.verify_identity(Path(path), meta, self.identity())
+        self._set_state(tensors, meta)
+        self.batches_done, self.batch_size, self.reports = meta["batches_done"], meta["batch_size"], []
+        return meta

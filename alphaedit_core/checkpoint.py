@@ -1,0 +1,269 @@
+"""Checkpoints of a sequential edit stream that verify what they resume and survive a kill at any point.
+
+Layout of a checkpoint folder:
+
+    <checkpoint>/LATEST                       the name of the current version, replaced atomically
+    <checkpoint>/v-000012/state.json          metadata: identity of the run + a sha256 of every tensor
+    <checkpoint>/v-000012/state.safetensors   edited weights and cache_c
+    <checkpoint>/snapshots/edits-000500.*     milestone snapshots (see `write_snapshot`)
+
+`write_version` writes a new version folder under a temporary name, fsyncs its files, renames it, then swaps
+`LATEST` with `os.replace` (atomic) and only then removes older versions. Killed at any point, the folder holds
+either the old version or the new one under `LATEST`, never neither; `recover` (run before every read and write)
+removes what a kill left behind (`*.tmp`, versions `LATEST` does not name).
+
+`verify_identity` compares a checkpoint's recorded identity with the resuming run's, field by field, and raises
+`CheckpointMismatch` naming the field and both values.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+
+FORMAT = "alphaedit_core.checkpoint"
+VERSION = 2
+LATEST = "LATEST"
+STATE_JSON, STATE_TENSORS = "state.json", "state.safetensors"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read: missing, truncated, corrupted or of an unknown format."""
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint belongs to another run (other model, requests, batch size, hyperparameters, ...)."""
+
+
+SAVE_STEPS = ("tmp-created", "tensors-written", "meta-written", "tmp-synced", "version-renamed",
+              "pointer-written", "pointer-swapped", "old-removed")
+
+
+def _step(name: str) -> None:
+    """Marks the end of one step of `write_version` (one of SAVE_STEPS); does nothing. The kill test replaces
+    it, in a subprocess, with a function that kills the process at a chosen step."""
+
+
+# ------------------------------------------------------------------------------------------------ identity
+def tensor_sha256(t: torch.Tensor) -> str:
+    """sha256 of a tensor's dtype, shape and raw bytes (contiguous, on the CPU)."""
+    t = t.detach().contiguous().cpu()
+    h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|".encode())
+    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def request_sha256(request: Any) -> str:
+    """sha256 of an edit request's content: prompt, subject, targets and case id (so two requests that differ in
+    anything, or carry no case id at all, are still told apart)."""
+    fields = [request.prompt, request.subject, request.target_new, request.target_true,
+              None if request.case_id is None else str(request.case_id)]
+    return hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode()).hexdigest()
+
+
+def statistics_sha256(tensors: Iterable[torch.Tensor]) -> str:
+    """One sha256 over several tensors (the second moments or projector bases a run uses)."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(tensor_sha256(t).encode())
+    return h.hexdigest()
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def verify_identity(path: Path, recorded: dict[str, Any], expected: dict[str, Any]) -> None:
+    """Raise `CheckpointMismatch` for the first field whose recorded value differs from the expected one.
+    `hparams` are compared field by field; all differing hparams are named."""
+    for field, want in expected.items():
+        have = recorded.get(field)
+        if field == "hparams" and isinstance(have, dict) and isinstance(want, dict):
+            diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+            if diff:
+                detail = "; ".join(f"{k}: checkpoint {_short(have.get(k))}, this run {_short(want.get(k))}"
+                                   for k in diff)
+                raise CheckpointMismatch(f"checkpoint {path} was made with other hparams ({detail})")
+        elif have != want:
+            raise CheckpointMismatch(f"checkpoint {path} was made with {field}={_short(have)}; this run has "
+                                     f"{field}={_short(want)}")
+
+
+def verify_requests(path: Path, recorded: Sequence[str], requests: Sequence[Any]) -> None:
+    """The checkpoint's edited requests must be, in order, the first ones of `requests`."""
+    if len(recorded) > len(requests):
+        raise CheckpointMismatch(f"checkpoint {path} holds {len(recorded)} edited requests; this run has only "
+                                 f"{len(requests)}")
+    for i, (have, r) in enumerate(zip(recorded, requests)):
+        if have != request_sha256(r):
+            raise CheckpointMismatch(
+                f"checkpoint {path} holds edits of other requests: request {i} of this run (case_id "
+                f"{r.case_id!r}, {r.prompt.format(r.subject)!r} -> {r.target_new!r}) has sha256 "
+                f"{request_sha256(r)[:12]}, the checkpoint's request {i} has {have[:12]}")
+
+
+# ------------------------------------------------------------------------------------------------ writing
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _current(root: Path) -> str | None:
+    pointer = root / LATEST
+    if not pointer.exists():
+        return None
+    name = pointer.read_text().strip()
+    return name or None
+
+
+def recover(root: str | Path) -> None:
+    """Remove what an interrupted `write_version` left: temporary folders and files, and versions other than
+    the one `LATEST` names (when `LATEST` names none, the newest complete version is adopted first)."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for p in root.iterdir():
+        if p.name.endswith(".tmp"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    versions = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("v-"))
+    current = _current(root)
+    if current is None and versions:  # killed before the first pointer swap completed: adopt the newest version
+        current = versions[-1]
+        _write_pointer(root, current)
+    for name in versions:
+        if name != current:
+            shutil.rmtree(root / name)
+
+
+def _write_pointer(root: Path, name: str) -> None:
+    tmp = root / f"{LATEST}.tmp"
+    tmp.write_text(name + "\n")
+    _fsync_file(tmp)
+    _step("pointer-written")
+    os.replace(tmp, root / LATEST)
+    _fsync_dir(root)
+    _step("pointer-swapped")
+
+
+def write_version(root: str | Path, number: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write version `number` (tensors + metadata with their checksums), make it current, drop the older ones."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    recover(root)
+    name = f"v-{number:06d}"
+    tmp = root / f"{name}.tmp"
+    tmp.mkdir()
+    _step("tmp-created")
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    save_file(tensors, str(tmp / STATE_TENSORS))
+    _step("tensors-written")
+    full = {"format": FORMAT, "version": VERSION, **meta,
+            "checksums": {k: tensor_sha256(v) for k, v in tensors.items()}}
+    (tmp / STATE_JSON).write_text(json.dumps(full, indent=1))
+    _step("meta-written")
+    for f in (STATE_TENSORS, STATE_JSON):
+        _fsync_file(tmp / f)
+    _fsync_dir(tmp)
+    _step("tmp-synced")
+    final = root / name
+    if final.exists():  # a version of the same number that LATEST does not name was removed by recover()
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _fsync_dir(root)
+    _step("version-renamed")
+    _write_pointer(root, name)
+    recover(root)
+    _step("old-removed")
+    return final
+
+
+# ------------------------------------------------------------------------------------------------ reading
+def exists(root: str | Path) -> bool:
+    """Whether `root` holds a checkpoint (after cleaning what a kill left)."""
+    root = Path(root)
+    recover(root)
+    return _current(root) is not None
+
+
+def read_version(root: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Metadata and tensors of the current version, every tensor checked against its recorded sha256."""
+    root = Path(root)
+    recover(root)
+    name = _current(root)
+    if name is None:
+        raise CheckpointError(f"no checkpoint in {root}")
+    folder = root / name
+    meta_path, tensor_path = folder / STATE_JSON, folder / STATE_TENSORS
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"checkpoint metadata {meta_path} cannot be read: {e}") from e
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {folder} has format {meta.get('format')!r} version "
+                              f"{meta.get('version')!r}; this code reads {FORMAT!r} version {VERSION}")
+    try:
+        tensors = load_file(str(tensor_path))
+    except Exception as e:  # safetensors raises its own error types for truncated or garbled files
+        raise CheckpointError(f"checkpoint tensors {tensor_path} cannot be read: {e}") from e
+    recorded = meta.get("checksums", {})
+    if set(recorded) != set(tensors):
+        raise CheckpointError(f"checkpoint {tensor_path} holds tensors {sorted(tensors)}, its metadata lists "
+                              f"{sorted(recorded)}")
+    for k, t in tensors.items():
+        if tensor_sha256(t) != recorded[k]:
+            raise CheckpointError(f"checkpoint {tensor_path}: tensor {k!r} does not match its recorded sha256 "
+                                  f"(the file is corrupted)")
+    return meta, tensors
+
+
+# ------------------------------------------------------------------------------------------------ snapshots
+def snapshot_path(root: str | Path, edits: int) -> Path:
+    return Path(root) / "snapshots" / f"edits-{edits:06d}.safetensors"
+
+
+def write_snapshot(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """One safetensors file (tensors + JSON metadata under the key "meta", a sha256 per tensor), written to a
+    temporary name, fsynced and renamed: a kill leaves the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    full = {"format": FORMAT + ".snapshot", "version": VERSION, **meta,
+            "checksums": {k: tensor_sha256(v) for k, v in tensors.items()}}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"meta": json.dumps(full)})
+    _fsync_file(tmp)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return path
+
+
+def read_snapshot(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Metadata and tensors of a snapshot, checked against the recorded sha256s."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["meta"])
+        tensors = load_file(str(path))
+    except Exception as e:
+        raise CheckpointError(f"snapshot {path} cannot be read: {e}") from e
+    for k, t in tensors.items():
+        if tensor_sha256(t) != meta["checksums"].get(k):
+            raise CheckpointError(f"snapshot {path}: tensor {k!r} does not match its recorded sha256")
+    return meta, tensors

@@ -1,0 +1,156 @@
+"""Checkpoints: a real process killed at every step of a save (and in the middle of a batch) resumes to the same
+bits as an uninterrupted run; checkpoints of another run, or corrupted ones, are refused with a message that
+names what differs; milestone snapshots give back the exact state."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from stream_job import BATCH, LAYERS, REQUESTS, build_editor
+
+from alphaedit_core import checkpoint as ckpt
+from alphaedit_core.requests import EditRequest
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the killed children run single-threaded: same kernels, same bits
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """Weights and cache_c of the uninterrupted stream (single-threaded)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ed = build_editor()
+    ed.run(REQUESTS)
+    torch.set_num_threads(before)
+    return {l: ed.adapter.weight_view(l).clone() for l in LAYERS}, {l: c.clone() for l, c in ed.cache_c.items()}
+
+
+def assert_same_state(ed, reference):
+    weights, cache_c = reference
+    for l in LAYERS:
+        assert torch.equal(ed.adapter.weight_view(l), weights[l])
+        assert torch.equal(ed.cache_c[l], cache_c[l])
+
+
+def test_kill_at_every_step_of_save_and_mid_batch_resumes_bit_identical(tmp_path, reference, one_thread):
+    cases = [{"dir": str(tmp_path / f"save{k}-{step}"), "save": k, "step": step}
+             for k in (1, 2) for step in ckpt.SAVE_STEPS]
+    cases += [{"dir": str(tmp_path / f"batch{b}"), "batch": b} for b in (1, 2)]
+    job = Path(__file__).parent / "stream_job.py"
+    out = subprocess.run([sys.executable, str(job), json.dumps(cases)], capture_output=True, text=True, timeout=600,
+                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, check=True)
+    results = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [r["killed"] for r in results] == [True] * len(cases), results
+    for case in cases:
+        root = Path(case["dir"])
+        ed = build_editor()
+        ed.run(REQUESTS, checkpoint=root)
+        assert ed.batches_done == len(REQUESTS) // BATCH, case
+        assert ed.case_ids == [r.case_id for r in REQUESTS], case
+        assert_same_state(ed, reference)
+        # nothing the kill left behind survives the next start: one version, no temporary files
+        assert sorted(p.name for p in root.iterdir()) == ["LATEST", "v-000003"], case
+
+
+def test_killed_between_the_swaps_the_older_or_newer_version_is_current(tmp_path, one_thread):
+    """The first crash window of the old save(): the checkpoint must never be lost."""
+    ed = build_editor()
+    ed.run(REQUESTS, checkpoint=tmp_path / "ck", stop_after=1)
+    meta, _ = ckpt.read_version(tmp_path / "ck")
+    assert meta["batches_done"] == 1
+    # a version folder that LATEST does not name (killed after the rename, before the pointer swap) is dropped
+    (tmp_path / "ck" / "v-000002").mkdir()
+    (tmp_path / "ck" / "v-000002.tmp").mkdir()
+    assert ckpt.exists(tmp_path / "ck")
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["LATEST", "v-000001"]
+
+
+def _stream(tmp_path, **kw):
+    ed = build_editor(**kw)
+    ed.run(REQUESTS, checkpoint=tmp_path / "ck", stop_after=1)
+    return tmp_path / "ck"
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    root = _stream(tmp_path)
+    with pytest.raises(ckpt.CheckpointMismatch, match="model_fingerprint"):
+        build_editor(seed=1).run(REQUESTS, checkpoint=root)
+
+
+def test_checkpoint_of_other_hparams_or_method_is_refused(tmp_path):
+    root = _stream(tmp_path)
+    with pytest.raises(ckpt.CheckpointMismatch, match=r"other hparams \(L2: checkpoint 1.0, this run 2.0\)"):
+        build_editor(L2=2.0).run(REQUESTS, checkpoint=root)
+    with pytest.raises(ckpt.CheckpointMismatch, match="method='alphaedit'; this run has method='memit'"):
+        build_editor(method="memit").run(REQUESTS, checkpoint=root)
+
+
+def test_checkpoint_with_another_batch_size_is_refused(tmp_path):
+    root = _stream(tmp_path)
+    with pytest.raises(ckpt.CheckpointMismatch, match="batch_size=2; this run has batch_size=3"):
+        build_editor().run(REQUESTS, batch_size=3, checkpoint=root)
+
+
+def test_checkpoint_of_other_or_reordered_requests_is_refused(tmp_path):
+    root = _stream(tmp_path)
+    with pytest.raises(ckpt.CheckpointMismatch, match="request 0 of this run"):
+        build_editor().run(list(reversed(REQUESTS)), checkpoint=root)
+    # requests without case ids (the README example) are told apart by their content
+    anonymous = [EditRequest(r.prompt, r.subject, r.target_new, r.target_true) for r in REQUESTS]
+    ed = build_editor()
+    ed.run(anonymous, checkpoint=tmp_path / "anon", stop_after=1)
+    changed = [EditRequest("The capital of {} is", "France", "Berlin", "Paris")] + anonymous[1:]
+    with pytest.raises(ckpt.CheckpointMismatch, match="request 0 of this run"):
+        build_editor().run(changed, checkpoint=tmp_path / "anon")
+
+
+def test_corrupted_or_truncated_checkpoint_is_refused_with_its_path(tmp_path):
+    root = _stream(tmp_path)
+    tensors = root / "v-000001" / "state.safetensors"
+    data = bytearray(tensors.read_bytes())
+    data[-16:-8] = bytes(8 * [0x47])  # a few bytes of the last tensor's data
+    tensors.write_bytes(bytes(data))
+    with pytest.raises(ckpt.CheckpointError, match="does not match its recorded sha256"):
+        build_editor().run(REQUESTS, checkpoint=root)
+    tensors.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(ckpt.CheckpointError, match=str(tensors)):
+        build_editor().run(REQUESTS, checkpoint=root)
+    meta = root / "v-000001" / "state.json"
+    meta.write_text(meta.read_text()[:100])
+    with pytest.raises(ckpt.CheckpointError, match=str(meta)):
+        build_editor().run(REQUESTS, checkpoint=root)
+
+
+def test_snapshot_gives_back_the_exact_state_and_scores(tmp_path):
+    ed = build_editor()
+    probe = ed.tok(["The capital of France is", "Berlin is located in"], return_tensors="pt", padding=True)
+    seen = {}
+
+    def on_batch(editor, batch, report):
+        path = ckpt.snapshot_path(tmp_path / "ck", report.edits_done)
+        editor.save_snapshot(path, code_version="test")
+        with torch.no_grad():
+            seen[report.edits_done] = (editor.model(**probe).logits.clone(),
+                                       {l: c.clone() for l, c in editor.cache_c.items()})
+
+    ed.run(REQUESTS, checkpoint=tmp_path / "ck", on_batch=on_batch)
+    fresh = build_editor()
+    for edits, (logits, cache_c) in seen.items():
+        meta = fresh.load_snapshot(ckpt.snapshot_path(tmp_path / "ck", edits))
+        assert meta["edits"] == edits and meta["code_version"] == "test"
+        assert meta["case_ids"] == [r.case_id for r in REQUESTS[:edits]]
+        with torch.no_grad():
+            assert torch.equal(fresh.model(**probe).logits, logits)
+        for l in LAYERS:
+            assert torch.equal(fresh.cache_c[l], cache_c[l])
+    with pytest.raises(ckpt.CheckpointMismatch, match="model_fingerprint"):
+        build_editor(seed=1).load_snapshot(ckpt.snapshot_path(tmp_path / "ck", 2))
