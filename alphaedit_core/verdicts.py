@@ -1,4 +1,4 @@
-"""Decision rules that turn the `edit_count` stream's numbers into verdicts on CLAIMS.md's C7 and C11.
+"""Decision rules that turn the `edit_count` stream's numbers into verdicts on CLAIMS.md's C7, C11 and P1–P3.
 
 Pure functions over plain numbers: the notebook measures, this module decides, and the tests pin the rules.
 Scores are fractions in [0, 1], keyed by method, then by the number of edits at a milestone (0 excluded). Two
@@ -13,13 +13,32 @@ rewrite_acc (teacher-forced token accuracy, the "accuracy" the claim speaks of).
   last in some family → reproduced (the small run is a needed sanity check and does not predict the long run);
   otherwise partly reproduced.
 - Both are "not testable here" until the stream has reached max(`LONG`, planned edits).
+
+P1–P3 (the paper's own claims) are judged on paired differences AlphaEdit − MEMIT at the last milestone (rows with
+`diff`, `ci_low`, `ci_high`: a paired 95% interval over the same records, text windows or token blocks). A
+difference is "better" when its whole interval is on the good side of 0, "worse" when it is on the bad side, and
+"no difference" otherwise. All three wait for `PAPER_EDITS` edits (the paper's 2,000).
+
+- P1 (preservation): AlphaEdit better in efficacy and generalisation, better in specificity, and fluency not worse
+  → reproduced; better in the edit measures or in specificity but not both (or fluency worse) → partly
+  reproduced; otherwise not reproduced.
+- P2 (general capability, as held-out perplexity): AlphaEdit's perplexity within `NEAR` (5%) of the unedited
+  model's on every source (upper interval bound) and lower than MEMIT's on every source → reproduced; one of the
+  two → partly reproduced; neither → not reproduced.
+- P3 (hidden representations): AlphaEdit's hidden states closer to the unedited model's than MEMIT's at every
+  measured layer → reproduced; at some → partly reproduced; at none → not reproduced.
 """
 from __future__ import annotations
+
+import math
+from typing import Mapping
 
 STABLE = 0.9
 DROP = 0.10
 COLLAPSE = 0.5
 LONG = 1000
+PAPER_EDITS = 2000
+NEAR = math.log(1.05)  # mean NLL per token: a perplexity within 5% of the unedited model's
 
 Scores = dict[str, dict[int, float]]
 
@@ -125,3 +144,82 @@ def onsets(scores: dict[int, float]) -> dict[str, int | None]:
     drop = next((m for m in done if _dropped(scores[m], first)), None)
     collapse = next((m for m in done if _collapsed(scores[m], first)), None)
     return {"first": done[0], "drop": drop, "collapse": collapse, "last": done[-1]}
+
+
+# ------------------------------------------------------------------------------------------------ P1–P3
+Paired = Mapping[str, float]  # a row of metrics.paired.paired_differences: diff, ci_low, ci_high (+ means)
+
+
+def direction(row: Paired, higher_is_better: bool = True) -> str:
+    """"better" / "worse" / "no difference" for a paired difference A − B with its interval."""
+    lo, hi = (row["ci_low"], row["ci_high"]) if higher_is_better else (-row["ci_high"], -row["ci_low"])
+    return "better" if lo > 0 else "worse" if hi < 0 else "no difference"
+
+
+def _fmt(name: str, row: Paired, scale: float = 100.0, unit: str = " points") -> str:
+    return (f"{name} {row['diff'] * scale:+.1f}{unit} [{row['ci_low'] * scale:+.1f}, {row['ci_high'] * scale:+.1f}]")
+
+
+def _not_yet(edits: int, claims: tuple[str, ...]) -> dict[str, dict[str, str]] | None:
+    if edits >= PAPER_EDITS:
+        return None
+    why = f"The paper's setting is {PAPER_EDITS} edits; the stream's last evaluated milestone is {edits}."
+    return {c: dict(verdict="not testable here", evidence=why) for c in claims}
+
+
+def p1_preservation(paired: Mapping[str, Paired], edits: int) -> dict[str, str]:
+    """P1 from paired AlphaEdit − MEMIT rows keyed "efficacy", "generalization", "specificity", "fluency" (and
+    optionally "locality", "consistency", quoted but not decisive)."""
+    early = _not_yet(edits, ("P1",))
+    if early:
+        return early["P1"]
+    d = {k: direction(v) for k, v in paired.items()}
+    edit_better = d["efficacy"] == "better" and d["generalization"] == "better"
+    keeps_better = d["specificity"] == "better"
+    fluent = d["fluency"] != "worse"
+    verdict = ("reproduced" if edit_better and keeps_better and fluent
+               else "partly reproduced" if edit_better or keeps_better else "not reproduced")
+    parts = [_fmt(k, paired[k]) + f" ({d[k]})" for k in ("efficacy", "generalization", "specificity", "locality")
+             if k in paired]
+    parts += [_fmt(k, paired[k], scale=1.0, unit="") + f" ({d[k]})" for k in ("fluency", "consistency")
+              if k in paired]
+    return dict(verdict=verdict, evidence=f"AlphaEdit − MEMIT after {edits} edits, paired 95% intervals: "
+                + "; ".join(parts) + ".")
+
+
+def p2_capability(vs_unedited: Mapping[str, Paired], vs_memit: Mapping[str, Paired], edits: int
+                  ) -> dict[str, str]:
+    """P2 from, per held-out text source, AlphaEdit − unedited and AlphaEdit − MEMIT paired differences of the
+    mean NLL per token (lower is better; exp(diff) is the perplexity ratio)."""
+    early = _not_yet(edits, ("P2",))
+    if early:
+        return early["P2"]
+    if set(vs_unedited) != set(vs_memit) or not vs_unedited:
+        raise ValueError(f"need the same text sources in both comparisons: {sorted(vs_unedited)} vs {sorted(vs_memit)}")
+    near = all(r["ci_high"] <= NEAR for r in vs_unedited.values())
+    better = all(direction(r, higher_is_better=False) == "better" for r in vs_memit.values())
+    verdict = "reproduced" if near and better else "partly reproduced" if near or better else "not reproduced"
+    parts = [f"{c}: perplexity ×{math.exp(vs_unedited[c]['diff']):.3f} of the unedited model's "
+             f"[{math.exp(vs_unedited[c]['ci_low']):.3f}, {math.exp(vs_unedited[c]['ci_high']):.3f}], "
+             f"×{math.exp(vs_memit[c]['diff']):.3f} of MEMIT's [{math.exp(vs_memit[c]['ci_low']):.3f}, "
+             f"{math.exp(vs_memit[c]['ci_high']):.3f}]" for c in sorted(vs_unedited)]
+    return dict(verdict=verdict, evidence=f"AlphaEdit after {edits} edits, paired 95% intervals over text windows: "
+                + "; ".join(parts) + f". Near means within ×{math.exp(NEAR):.2f}.")
+
+
+def p3_representations(vs_memit: Mapping[str, Paired], edits: int) -> dict[str, str]:
+    """P3 from AlphaEdit − MEMIT paired differences of the relative distance of hidden states from the unedited
+    model's, keyed by a label per layer (and text source); lower is better."""
+    early = _not_yet(edits, ("P3",))
+    if early:
+        return early["P3"]
+    if not vs_memit:
+        raise ValueError("no hidden-state drift measured")
+    d = {k: direction(v, higher_is_better=False) for k, v in vs_memit.items()}
+    closer = [k for k, v in d.items() if v == "better"]
+    verdict = ("reproduced" if len(closer) == len(d) else "partly reproduced" if closer else "not reproduced")
+    parts = [f"{k}: {v['mean_a']:.3f} vs {v['mean_b']:.3f}, difference {v['diff']:+.3f} "
+             f"[{v['ci_low']:+.3f}, {v['ci_high']:+.3f}] ({'closer' if d[k] == 'better' else 'farther' if d[k] == 'worse' else 'no difference'})"
+             for k, v in vs_memit.items()]
+    return dict(verdict=verdict, evidence=f"Relative distance ‖h − h⁰‖/‖h⁰‖ of hidden states on held-out text "
+                f"after {edits} edits, AlphaEdit vs MEMIT, paired over token blocks: " + "; ".join(parts) + ".")

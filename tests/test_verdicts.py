@@ -1,4 +1,4 @@
-"""The decision rules behind the C7 and C11 verdicts of the edit_count notebook."""
+"""The decision rules behind the C7, C11 and P1–P3 verdicts of the edit_count notebook."""
 import pytest
 
 from alphaedit_core.verdicts import edit_count_claims
@@ -85,3 +85,53 @@ def test_a_run_without_the_reference_method_gives_no_verdict():
     claims = edit_count_claims(eff, eff, n_planned=2000)
     assert {c["verdict"] for c in claims.values()} == {"not testable here"}
     assert "no alphaedit stream" in claims["C7"]["evidence"]
+
+
+# ------------------------------------------------------------------------------------------------ P1–P3
+from alphaedit_core.verdicts import direction, p1_preservation, p2_capability, p3_representations  # noqa: E402
+
+
+def row(diff, lo, hi, a=0.5, b=0.5):
+    return dict(diff=diff, ci_low=lo, ci_high=hi, mean_a=a, mean_b=b)
+
+
+UP, FLAT, DOWN = row(0.2, 0.1, 0.3), row(0.0, -0.05, 0.05), row(-0.2, -0.3, -0.1)
+
+
+def test_direction_reads_the_whole_interval():
+    assert direction(UP) == "better" and direction(DOWN) == "worse" and direction(FLAT) == "no difference"
+    assert direction(DOWN, higher_is_better=False) == "better"
+    assert direction(row(0.1, 0.0, 0.2)) == "no difference"  # touching 0 is not a difference
+
+
+def test_p1_needs_edits_specificity_and_fluency():
+    good = dict(efficacy=UP, generalization=UP, specificity=UP, fluency=FLAT)
+    assert p1_preservation(good, 2000)["verdict"] == "reproduced"
+    assert p1_preservation({**good, "fluency": DOWN}, 2000)["verdict"] == "partly reproduced"
+    assert p1_preservation({**good, "specificity": DOWN}, 2000)["verdict"] == "partly reproduced"
+    assert p1_preservation({**good, "efficacy": FLAT, "specificity": DOWN}, 2000)["verdict"] == "not reproduced"
+    assert p1_preservation(good, 1500)["verdict"] == "not testable here"
+    assert "efficacy +20.0 points [+10.0, +30.0]" in p1_preservation(good, 2000)["evidence"]
+
+
+def test_p2_near_the_unedited_model_and_better_than_memit():
+    near, far = row(0.01, 0.0, 0.02), row(0.2, 0.15, 0.25)
+    lower, same = row(-0.1, -0.15, -0.05), row(0.0, -0.01, 0.01)
+    two = lambda r: {"fortunes": r, "wordnet": r}
+    assert p2_capability(two(near), two(lower), 2000)["verdict"] == "reproduced"
+    assert p2_capability(two(near), two(same), 2000)["verdict"] == "partly reproduced"
+    assert p2_capability(two(far), two(lower), 2000)["verdict"] == "partly reproduced"
+    assert p2_capability(two(far), two(same), 2000)["verdict"] == "not reproduced"
+    mixed = {"fortunes": near, "wordnet": row(0.04, 0.03, 0.06)}  # upper bound past ln(1.05) = 0.0488
+    assert p2_capability(mixed, two(same), 2000)["verdict"] == "not reproduced"
+    assert "×1.010 of the unedited model's" in p2_capability(two(near), two(lower), 2000)["evidence"]
+    with pytest.raises(ValueError, match="same text sources"):
+        p2_capability({"fortunes": near}, two(lower), 2000)
+
+
+def test_p3_closer_at_every_layer():
+    closer, farther = row(-0.1, -0.2, -0.05, 0.1, 0.2), row(0.1, 0.05, 0.2, 0.3, 0.2)
+    assert p3_representations({"layer 8": closer, "layer 29": closer}, 2000)["verdict"] == "reproduced"
+    assert p3_representations({"layer 8": closer, "layer 29": farther}, 2000)["verdict"] == "partly reproduced"
+    assert p3_representations({"layer 8": farther}, 2000)["verdict"] == "not reproduced"
+    assert p3_representations({"layer 8": closer}, 100)["verdict"] == "not testable here"
