@@ -501,7 +501,8 @@ class ModelSampledCorpus:
 # ----------------------------------------------------------------------------------------------------------------
 
 def get_corpus(spec: str | os.PathLike):
-    """"austen" (offline default) | "wikitext" | "wikipedia" (official: 20200501.en) | a .txt/.jsonl file."""
+    """"austen" (offline default) | "wikitext" | "wikipedia" (official: 20200501.en) | "fortunes" | "wordnet"
+    (held-out Debian text, see `capability`) | a .txt/.jsonl file."""
     s = str(spec)
     key = s.lower()
     if key in ("austen", "janeausten", "jane-austen"):
@@ -510,6 +511,11 @@ def get_corpus(spec: str | os.PathLike):
         return HFDatasetCorpus("wikitext", "wikitext-103-raw-v1", "train")
     if key == "wikipedia":
         return HFDatasetCorpus("wikipedia", "20200501.en", "train")
+    if key in ("fortunes", "fortune", "wordnet", "wordnet-base"):  # held-out text (capability.py: claims P2, P3)
+        from .capability import held_out_corpus
+
+        return held_out_corpus(key)
     if key.endswith((".txt", ".jsonl")) or Path(s).is_file():
         return FileCorpus(s)
-    raise ValueError(f"unknown corpus {s!r}: use 'austen', 'wikitext', 'wikipedia' or a path to a .txt/.jsonl file")
+    raise ValueError(f"unknown corpus {s!r}: use 'austen', 'wikitext', 'wikipedia', 'fortunes', 'wordnet' or a "
+                     f"path to a .txt/.jsonl file")
