@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 import urllib.error
 import urllib.request
 from collections import defaultdict
@@ -93,13 +94,17 @@ def test_shipped_counterfact_set(shipped):
     by_relation = defaultdict(list)
     for r in records:
         by_relation[r["requested_rewrite"]["relation_id"]].append(r)
-    assert len(by_relation) >= 4
-    assert all(len(rs) >= 100 for rs in by_relation.values())
+    assert sum(len(rs) >= 100 for rs in by_relation.values()) >= 4
+    # each country is in one pool (edit or neighbour), so a relation of country facts keeps about half of them:
+    # official_language, with 139 single-language countries, keeps 74
+    assert all(len(rs) >= 50 for rs in by_relation.values())
     truth = {(rel, r["requested_rewrite"]["subject"]): r["requested_rewrite"]["target_true"]["str"]
              for rel, rs in by_relation.items() for r in rs}
     assert len(truth) == len(records)  # a subject appears once per relation
-    keys = ["case_id", "requested_rewrite", "paraphrase_prompts", "neighborhood_prompts", "attribute_prompts",
-            "generation_prompts", "reference_text", "neighborhood_same_object", "attribute_same_object"]
+    edited = {subject for _, subject in truth}  # the edit pool: every record's subject
+    keys = ["case_id", "requested_rewrite", "paraphrase_prompts", "neighborhood_prompts", "neighborhood_subjects",
+            "attribute_prompts", "attribute_subjects", "generation_prompts", "reference_text",
+            "neighborhood_same_object", "attribute_same_object"]
     for r in records:
         assert list(r) == keys
         rw = r["requested_rewrite"]
@@ -116,20 +121,61 @@ def test_shipped_counterfact_set(shipped):
         assert len(r["paraphrase_prompts"]) == 2 and len(set(r["paraphrase_prompts"] + [filled])) == 3
         assert len(r["generation_prompts"]) == 10 and all(subject in g for g in r["generation_prompts"])
         assert new in r["reference_text"]
-        for field, count_field, target, other in (("neighborhood_prompts", "neighborhood_same_object", true, new),
-                                                  ("attribute_prompts", "attribute_same_object", new, true)):
-            prompts = r[field]
-            assert len(prompts) == 10 and len(set(prompts)) == 10
-            k = r[count_field]
-            assert 0 <= k <= 10
-            for i, p in enumerate(prompts):
+        for field, count_field in (("neighborhood", "neighborhood_same_object"),
+                                   ("attribute", "attribute_same_object")):
+            prompts, subjects = r[f"{field}_prompts"], r[f"{field}_subjects"]
+            assert len(prompts) == 10 and len(set(prompts)) == 10 and len(subjects) == 10
+            assert 0 <= r[count_field] <= 10
+            for p, listed in zip(prompts, subjects):
                 other_subject = _split(prompt, p)
-                assert other_subject != subject and other_subject.strip()
-                known = truth.get((rel, other_subject))  # neighbours may be subjects without a record
-                if known is not None:
-                    assert (known == target) if i < k else (known not in (target, other))
-    assert all(r["neighborhood_same_object"] == 10 for r in by_relation["continent"])
-    assert sum(r["neighborhood_same_object"] == 10 for r in by_relation["city_country"]) > 1900
+                assert other_subject == listed and other_subject.strip()
+                assert other_subject not in edited  # neighbours come from the neighbour pool: no record edits them
+    # South America has fewer than 10 neighbour-pool countries; Japan, say, more than 10 neighbour-pool cities
+    assert all(r["neighborhood_same_object"] >= 9 for r in by_relation["continent"])
+    assert sum(r["neighborhood_same_object"] == 10 for r in by_relation["city_country"]) > 0.95 * len(
+        by_relation["city_country"])
+    assert all(r["neighborhood_same_object"] == 0 for r in by_relation["capital"])  # a capital has one country
+
+
+def _whole_word(subjects):
+    """The quality hook's pattern: any of `subjects` as a whole word, longest first."""
+    subjects = sorted(set(subjects), key=lambda s: (-len(s), s))
+    return re.compile(r"(?<![\w])(" + "|".join(map(re.escape, subjects)) + r")(?![\w])")
+
+
+def test_no_locality_prompt_names_a_record_subject(shipped):
+    """Disjoint pools: no neighbourhood or attribute prompt, nor ZsRE loc question, names the subject of any record
+    of the set (any relation) as a whole word."""
+    records, zsre = shipped
+    pattern = _whole_word(r["requested_rewrite"]["subject"] for r in records)
+    rw = records[0]["requested_rewrite"]
+    assert pattern.search(rw["prompt"].format(rw["subject"])).group(1) == rw["subject"]  # the pattern works
+    for field in ("neighborhood_prompts", "attribute_prompts"):
+        named = [(r["case_id"], p) for r in records for p in r[field] if pattern.search(p)]
+        assert named == [], (field, len(named), named[:3])
+    assert [z["loc"] for z in zsre if pattern.search(z["loc"])] == []
+    assert offline.contaminated_prompts(records, zsre) == []
+    planted = copy.deepcopy(records[:2])
+    planted[0]["neighborhood_prompts"][3] = planted[0]["requested_rewrite"]["prompt"].format(
+        planted[1]["requested_rewrite"]["subject"])
+    assert [(c, f) for c, f, _, _ in offline.contaminated_prompts(planted)] == [(planted[0]["case_id"],
+                                                                                 "neighborhood_prompts")]
+
+
+def test_subject_pools_are_disjoint():
+    countries = offline._countries()
+    pools = offline._country_facts(countries)
+    pools["city_country"] = offline._city_facts(countries)
+    for rel in offline.RELATIONS:
+        pools[rel].sort(key=lambda f: (-f.weight, f.subject))
+    split = offline.split_pools(pools)
+    assert not split.edit & split.neighbour and not (split.edit | split.neighbour) & set(split.dropped)
+    records = load_offline_counterfact()
+    assert {r["requested_rewrite"]["subject"] for r in records} == split.edit
+    assert {s for r in records for s in r["neighborhood_subjects"] + r["attribute_subjects"]} <= split.neighbour
+    # clashing names never straddle the pools: "El Salvador" is edited, so the city "Salvador" is no neighbour
+    assert "El Salvador" in split.edit and "Salvador" in split.dropped
+    assert "Jersey City" not in split.neighbour or "Jersey" not in split.edit
 
 
 def test_shipped_zsre_set(shipped):

@@ -1,19 +1,30 @@
 """Datasets of edit requests: CounterFact, multi-CounterFact, ZsRE (canonical files), and the offline set built
 from fact packages (`alphaedit_core.data.offline`). Every loader validates every record, raising a `ValueError`
 that names the record and the field, and samples with a seed (`sample="random"`) or takes the first N
-(`sample="first"`, what the reference code does)."""
+(`sample="first"`, what the reference code does). `contamination(records, edited)` reports the neighbourhood
+prompts about subjects a run edited (none in the offline set, whose neighbours come from a separate subject pool)."""
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
 from ..requests import EditRequest
-from .counterfact import load_counterfact, load_offline_counterfact, validate_counterfact
+from .counterfact import (
+    contaminated_share,
+    contamination,
+    edited_subjects,
+    load_counterfact,
+    load_offline_counterfact,
+    validate_counterfact,
+)
 from .download import BASE_URL, DatasetDownloadError
 from .zsre import load_offline_zsre, load_zsre, validate_zsre
 
 __all__ = [
     "BASE_URL",
     "DatasetDownloadError",
+    "contaminated_share",
+    "contamination",
+    "edited_subjects",
     "load_counterfact",
     "load_offline_counterfact",
     "load_offline_zsre",

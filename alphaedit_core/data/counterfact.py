@@ -9,11 +9,15 @@ are kept.
 
 Every record of the file is validated before sampling; the first malformed one raises a `ValueError` naming the
 record (`case_id`, and its index) and the field. Nothing is skipped.
+
+Neighbour contamination: :func:`contamination` / :func:`contaminated_share` say which neighbourhood prompts of a set
+of records are about a subject that a run edited (the offline set lists each neighbourhood prompt's subject in
+`neighborhood_subjects` and has none; canonical CounterFact cannot be re-split, so its share is reported).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from .download import COUNTERFACT, MULTI_COUNTERFACT, fetch
 from .sampling import read_records, select
@@ -109,3 +113,89 @@ def load_offline_counterfact(n: int | None = None, seed: int = 0,
                              sample: str = "random") -> list[dict[str, Any]]:
     """The project's offline counterfactual set (see `alphaedit_core.data.offline`), CounterFact format."""
     return _load(OFFLINE_COUNTERFACT, "offline CounterFact", n, seed, sample)
+
+
+# --- neighbour contamination -----------------------------------------------------------------------------------
+
+
+def edited_subjects(edited: Any) -> set[str]:
+    """The subjects a run edited, from its edited records: CounterFact records (every rewrite of a multi-rewrite
+    record), ZsRE records (`subject`), `EditRequest`s (`.subject`) or subject strings, mixed as they come."""
+    if isinstance(edited, (str, Mapping)) or not isinstance(edited, Iterable):
+        raise TypeError(f"edited must be an iterable of records, requests or subjects, got {type(edited).__name__}")
+    subjects: set[str] = set()
+    for item in edited:
+        if isinstance(item, str):
+            subjects.add(item)
+        elif isinstance(item, Mapping) and "requested_rewrite" in item:
+            rws = item["requested_rewrite"]
+            subjects.update(rw["subject"] for rw in (rws if isinstance(rws, list) else [rws]))
+        elif isinstance(item, Mapping) and "subject" in item:
+            subjects.add(item["subject"])
+        elif isinstance(getattr(item, "subject", None), str):
+            subjects.add(item.subject)
+        else:
+            raise TypeError(f"cannot tell the subject of the edited item {item!r}")
+    return {s for s in subjects if s.strip()}
+
+
+def locality_prompts(record: Mapping[str, Any], kind: str = "counterfact") -> list[tuple[str, str | None]]:
+    """(prompt, its subject or None) for each locality prompt of `record`: CounterFact `neighborhood_prompts` with
+    `neighborhood_subjects` where the record lists them (the offline set; canonical CounterFact does not), ZsRE
+    `loc` (subject unknown)."""
+    if kind == "zsre":
+        return [(record["loc"], None)] if record.get("loc") else []
+    prompts = list(record.get("neighborhood_prompts") or [])
+    subjects = record.get("neighborhood_subjects")
+    if subjects is None:
+        return [(p, None) for p in prompts]
+    if not isinstance(subjects, list) or len(subjects) != len(prompts) \
+            or not all(isinstance(s, str) and s and s in p for s, p in zip(subjects, prompts)):
+        raise ValueError(f"CounterFact record case_id={record.get('case_id')!r}: field 'neighborhood_subjects' must "
+                         "list the subject of each neighbourhood prompt, in order")
+    return list(zip(prompts, subjects))
+
+
+def contamination(records: Iterable[Mapping[str, Any]], edited: Any, *, kind: str = "counterfact") -> dict[str, Any]:
+    """Which locality prompts of `records` are about a subject the run edited (`edited`: see :func:`edited_subjects`).
+
+    A neighbourhood prompt is contaminated when its listed subject (`neighborhood_subjects`) was edited, or when
+    an edited subject is written in it as a whole word (:func:`.offline.whole_word_pattern`, case-sensitive: the
+    only test for records that do not list their neighbours' subjects, such as canonical CounterFact, or for ZsRE
+    `loc` questions). Returns {"share", "n_prompts", "n_contaminated", "n_records", "n_records_contaminated",
+    "by_record": {case_id: contaminated prompts}, "prompts": [{"case_id", "index", "prompt", "subject", "match"}]},
+    `match` being "subject" or "whole word". The offline set has none by construction; canonical CounterFact,
+    which cannot be re-split, has some: report the share beside its specificity and locality.
+    """
+    from .offline import whole_word_pattern
+
+    if kind not in ("counterfact", "zsre"):
+        raise ValueError(f"kind must be 'counterfact' or 'zsre', not {kind!r}")
+    subjects = edited_subjects(edited)
+    pattern = whole_word_pattern(sorted(subjects))
+    n_prompts = n_records = 0
+    found: list[dict[str, Any]] = []
+    by_record: dict[Any, int] = {}
+    for i, record in enumerate(records):
+        case_id = record.get("case_id", i)
+        n_records += 1
+        for j, (prompt, subject) in enumerate(locality_prompts(record, kind)):
+            n_prompts += 1
+            if subject is not None and subject in subjects:
+                hit, match = subject, "subject"
+            else:
+                m = pattern.search(prompt) if pattern is not None else None
+                if m is None:
+                    continue
+                hit, match = m.group(1), "whole word"
+            found.append({"case_id": case_id, "index": j, "prompt": prompt, "subject": hit, "match": match})
+            by_record[case_id] = by_record.get(case_id, 0) + 1
+    return {"share": len(found) / n_prompts if n_prompts else 0.0, "n_prompts": n_prompts,
+            "n_contaminated": len(found), "n_records": n_records, "n_records_contaminated": len(by_record),
+            "by_record": by_record, "prompts": found}
+
+
+def contaminated_share(records: Iterable[Mapping[str, Any]], edited: Any, *, kind: str = "counterfact") -> float:
+    """The share of the locality prompts of `records` that are about a subject edited by `edited` (see
+    :func:`contamination`, which also lists them); 0.0 for records without locality prompts."""
+    return contamination(records, edited, kind=kind)["share"]

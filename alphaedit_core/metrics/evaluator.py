@@ -23,6 +23,15 @@ Metrics (family: metric @ prompt kinds)
   easyedit: rewrite_acc @rewrite, rephrase_acc @paraphrase (first paraphrase only), locality @neighborhood/loc
     (needs `baseline`), portability @portability[/name] (only records with a `portability` field).
   generation: exact_match and contains @rewrite, paraphrase, neighborhood/loc (greedy, `answer_max_new_tokens`).
+
+Neighbour contamination
+  A neighbourhood prompt about a subject that the evaluated run itself edited measures the edit, not its side
+  effects. `evaluate(..., edited=<the run's edited records>)` checks every neighbourhood prompt (ZsRE: `loc`) of the
+  evaluated records against the run's edited subjects (:func:`alphaedit_core.data.contamination`: the prompt's
+  listed subject, `neighborhood_subjects`, or an edited subject written in it as a whole word) and by default
+  refuses, raising a `ValueError` that names the record, the prompt and the subject; it does not drop prompts.
+  `on_contamination="report"` (for canonical CounterFact, which cannot be re-split) scores them all and reports
+  the contaminated share instead, in a warning and in ``df.attrs["contamination"]``.
 """
 from __future__ import annotations
 
@@ -38,12 +47,39 @@ from . import zsre as zs
 from .consistency import consistency, fit_tfidf, reference_text_of
 from .fluency import fluency as fluency_of
 from .generation import contains_answer, exact_match, generate, to_generation
+from ..data.counterfact import contamination
 from .scoring import Probe, can_share_prefix, score_and_decode, score_pairs
 
 FAMILIES = ("official", "easyedit", "generation")
 KINDS = ("counterfact", "zsre")
 BASELINE_FORMAT = "alphaedit_core.metrics.baseline"
 COLUMNS = ["case_id", "family", "prompt_kind", "metric", "value", "n_prompts"]
+ON_CONTAMINATION = ("raise", "report")
+
+
+def check_contamination(records: Sequence[Mapping[str, Any]], edited: Any, *, kind: str = "counterfact",
+                        on_contamination: str = "raise") -> dict[str, Any]:
+    """The contamination report of `records` against the run's `edited` records (see
+    :func:`alphaedit_core.data.contamination`), without its per-prompt list. `on_contamination="raise"`: a
+    `ValueError` naming the first contaminated record (case_id), prompt and subject, and how many there are;
+    "report": a warning with the share when there are any."""
+    if on_contamination not in ON_CONTAMINATION:
+        raise ValueError(f"on_contamination must be one of {ON_CONTAMINATION}, not {on_contamination!r}")
+    report = contamination(records, edited, kind=kind)
+    found = report.pop("prompts")
+    if found:
+        first = found[0]
+        where = "neighbourhood prompt" if kind == "counterfact" else "loc question"
+        message = (f"case_id={first['case_id']!r}: {where} {first['prompt']!r} is about {first['subject']!r}, "
+                   f"which this run edited ({first['match']} match); {report['n_contaminated']} of "
+                   f"{report['n_prompts']} locality prompts ({report['share']:.1%}) in "
+                   f"{report['n_records_contaminated']} records are contaminated")
+        if on_contamination == "raise":
+            raise ValueError(f"evaluate: {message}. Evaluate on records whose neighbours the run did not edit, or "
+                             "pass on_contamination='report' for data that cannot be re-split (canonical "
+                             "CounterFact)")
+        warnings.warn(f"evaluate: {message}; scored anyway (on_contamination='report')", stacklevel=3)
+    return report
 
 
 def _check(records: Any, kind: str) -> list[Mapping[str, Any]]:
@@ -137,6 +173,8 @@ def evaluate(
     zsre_target: str = "answers",
     extra_columns: Mapping[str, Any] | None = None,
     shared_prefix: bool | None = None,
+    edited: Iterable[Any] | None = None,
+    on_contamination: str = "raise",
     progress: bool = True,
 ) -> pd.DataFrame:
     """Evaluate `model` on `records`; a tidy DataFrame, one row per (case_id, family, prompt_kind, metric).
@@ -156,8 +194,19 @@ def evaluate(
       from the same prompt pass as the teacher-forced scores when `shared_prefix` (default: when the model takes
       a key/value cache); `shared_prefix=False` scores one sequence per pair and generates separately (same
       numbers, slower: kept for models without a cache and for benchmarks).
+    * `edited`: the records (or requests, or subjects) that the evaluated run edited; every neighbourhood prompt
+      (ZsRE: `loc`) is checked against their subjects before anything runs (see the module docstring). With
+      `on_contamination="raise"` (default) a contaminated prompt raises a `ValueError` naming the record, prompt
+      and subject; with "report" it is scored, a warning gives the share, and ``df.attrs["contamination"]`` holds
+      {"share", "n_prompts", "n_contaminated", "n_records", "n_records_contaminated", "by_record"} (attrs do not
+      survive `pd.concat`: use :func:`alphaedit_core.data.contaminated_share` for a table). `edited=None`: no check.
     """
     records = _check(records, kind)
+    if on_contamination not in ON_CONTAMINATION:
+        raise ValueError(f"on_contamination must be one of {ON_CONTAMINATION}, not {on_contamination!r}")
+    report = None
+    if edited is not None:
+        report = check_contamination(records, edited, kind=kind, on_contamination=on_contamination)
     families = tuple(families)
     bad = set(families) - set(FAMILIES)
     if bad or not families:
@@ -320,4 +369,6 @@ def evaluate(
     df = pd.DataFrame(rows, columns=COLUMNS)
     for k, v in extra.items():
         df[k] = v
+    if report is not None:
+        df.attrs["contamination"] = report
     return df
