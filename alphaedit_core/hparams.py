@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -63,6 +65,12 @@ class EditHParams:
         def bad(name: str, why: str) -> ValueError:
             return ValueError(f"hparams field {name!r}={getattr(self, name)!r}: {why}")
 
+        for name, hint in typing.get_type_hints(type(self)).items():
+            problem = type_problem(getattr(self, name), hint)
+            if problem:
+                raise TypeError(f"hparams field {name!r}={getattr(self, name)!r}: {problem}")
+            if hint is float and not math.isfinite(getattr(self, name)):
+                raise bad(name, "must be finite")
         if not self.layers or any(not isinstance(l, int) or l < 0 for l in self.layers):
             raise bad("layers", "must be a non-empty list of non-negative layer indices")
         if sorted(set(self.layers)) != list(self.layers):
@@ -131,6 +139,30 @@ class EditHParams:
                 raise ValueError(f"unknown hparams preset {str(name_or_path)!r}; presets: {list_presets()}")
             data = json.loads(preset.read_text())
         return cls.from_dict({**data, **overrides})
+
+
+def type_problem(value: Any, hint: Any) -> str | None:
+    """Why `value` does not fit the field type `hint` (int, float, str, list[int], list[str]); None when it does.
+    bool is not an int; an int is a float."""
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            return f"must be a list of {item.__name__}, got {type(value).__name__}"
+        for i, v in enumerate(value):
+            problem = type_problem(v, item)
+            if problem:
+                return f"item [{i}]={v!r} {problem}"
+        return None
+    if hint is float:
+        return f"must be a number (float), got {type(value).__name__}" \
+            if isinstance(value, bool) or not isinstance(value, (int, float)) else None
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else \
+            f"must be an integer (int), got {type(value).__name__}"
+    if hint is str:
+        return None if isinstance(value, str) else f"must be a string (str), got {type(value).__name__}"
+    raise TypeError(f"no type check for field type {hint!r}")  # a new field of another type: extend this
 
 
 def list_presets() -> list[str]:

@@ -10,7 +10,9 @@
   read that folder (seconds). The weights carry quantization noise: they are not the original bf16 checkpoints.
 * a path to a ``.gguf`` file: the same conversion, cached under ``models/gguf-<sha256 prefix>``.
 * anything else: a local folder or a hub id, loaded the ordinary way (``device_map="auto"`` spreads a large model
-  over several GPUs).
+  over several GPUs). A name that is neither a registered short name, nor an existing path, nor of the hub form
+  ``"org/name"`` (e.g. a mistyped short name) is a `ValueError` listing the short names, raised before any network
+  access.
 
 `model_fingerprint(model)` hashes the parameter names, shapes, dtypes and a strided sample of every weight tensor's
 values: two different models that share a name never share a cache key, and it takes milliseconds even for an 8B model.
@@ -44,6 +46,7 @@ __all__ = [
     "ModelSpec",
     "ModelNotInstalledError",
     "ChecksumError",
+    "CorruptModelError",
     "registry",
     "list_models",
     "get_spec",
@@ -64,6 +67,10 @@ class ModelNotInstalledError(ImportError):
 
 class ChecksumError(RuntimeError):
     """A GGUF file does not have the sha256 recorded for it."""
+
+
+class CorruptModelError(RuntimeError):
+    """A local model folder holds a truncated or unreadable weights, config or tokenizer file."""
 
 
 @dataclass(frozen=True)
@@ -236,11 +243,42 @@ def _finish(model, tok, *, device=None, device_map=None, source: dict | None = N
     return model, tok
 
 
+def unreadable_files(folder: Path) -> list[str]:
+    """The `*.safetensors` and `*.json` files of `folder` that cannot be parsed: 'name (why)' each."""
+    from safetensors import safe_open
+
+    bad = []
+    for f in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="pt"):
+                pass
+        except Exception as err:  # noqa: BLE001 (safetensors raises its own error type)
+            bad.append(f"{f.name} ({err})")
+    for f in sorted(folder.glob("*.json")):
+        try:
+            json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            bad.append(f"{f.name} ({err})")
+    return bad
+
+
 def _load_folder(folder, *, dtype, device_map, **tok_kw):
+    """(model, tokenizer) from a local folder or hub id; a local folder with a truncated or corrupt file is a
+    `CorruptModelError` naming the folder and the files."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, device_map=device_map)
-    tok = AutoTokenizer.from_pretrained(folder, **tok_kw)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, device_map=device_map)
+        tok = AutoTokenizer.from_pretrained(folder, **tok_kw)
+    except (SafetensorError, OSError, ValueError) as err:
+        bad = unreadable_files(Path(folder)) if Path(folder).is_dir() else []
+        if not bad:  # a hub id, or another problem than a damaged file: the original error
+            raise
+        raise CorruptModelError(
+            f"model folder {folder} cannot be loaded ({type(err).__name__}: {err}); unreadable file(s): "
+            f"{'; '.join(bad)}. Re-download or re-save it; a cached registry model is rebuilt after deleting the "
+            f"folder") from err
     return model, tok
 
 
@@ -328,6 +366,16 @@ def _load_spec(spec: ModelSpec, *, dtype, device, device_map, cache: bool):
                    source={"name": spec.name, "gguf_sha256": info.get("gguf_sha256"), "folder": str(folder)})
 
 
+def check_model_name(name: str, known: list[str]) -> None:
+    """Fail fast, before any network access, on a name that can only be a mistyped short name (no '/', not a
+    registered name, not an existing path) or a local path that does not exist; hub ids "org/name" pass."""
+    if Path(name).exists():
+        return
+    if "/" not in name or name.startswith(("/", "./", "../")) or name.endswith(".gguf"):
+        raise ValueError(f"unknown model {name!r}: not a registered short name (known: {', '.join(known)}), and "
+                         f"no file or folder {name!r} exists; a hub id has the form 'org/name'")
+
+
 def load_model(name_or_path: str, *, dtype: torch.dtype = torch.float32, device=None, device_map=None,
                cache: bool = True):
     """Load `(model, tokenizer)`: eval mode, no gradients, a pad token (eos when the tokenizer has none).
@@ -337,6 +385,9 @@ def load_model(name_or_path: str, *, dtype: torch.dtype = torch.float32, device=
     `cache=False` skips the safetensors cache for GGUF models (dequantizes every time).
     The model carries ``model.alphaedit_source`` (name, GGUF sha256, cache folder); use `model_fingerprint(model)`
     for cache keys."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"load_model: name_or_path={name_or_path!r} must be a string or a path, "
+                        f"got {type(name_or_path).__name__}")
     name = str(name_or_path)
     reg = registry()
     if name in reg:
@@ -359,6 +410,7 @@ def load_model(name_or_path: str, *, dtype: torch.dtype = torch.float32, device=
         model, tok = _load_folder(str(folder), dtype=dtype, device_map=device_map)
         return _finish(model, tok, device=device, device_map=device_map,
                        source={"name": spec.name, "gguf_sha256": sha, "folder": str(folder)})
+    check_model_name(name, sorted(reg))
     model, tok = _load_folder(name, dtype=dtype, device_map=device_map)
     return _finish(model, tok, device=device, device_map=device_map, source={"name": name, "folder": None})
 

@@ -7,12 +7,23 @@ onto the space the preserved keys hardly touch, so an update Δ = Δ P leaves Δ
 
 P is never stored densely: `basis` holds whichever of U_keep / U_drop has fewer columns, and P x is computed
 from it (`P x = U_keep U_keepᵀ x` or `P x = x − U_drop U_dropᵀ x`).
+
+A P that keeps no direction (Δ = 0: nothing is edited) or every direction (P = I: nothing is protected) is an
+error unless asked for (`allow_degenerate=True`, e.g. the identity projector of tests and ablations); one that
+keeps more than 99% or fewer than 1% of the directions gives a `ProjectorWarning` with the numbers.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
+
+NEAR_DEGENERATE = 0.01  # warn when the kept share is below this, or above 1 − this
+
+
+class ProjectorWarning(UserWarning):
+    """P keeps almost all or almost none of the directions."""
 
 
 @dataclass
@@ -56,10 +67,21 @@ class Projector:
 
 
 def projector_from_cov(
-    cov: torch.Tensor, *, threshold: float = 2e-2, mode: str = "threshold", energy: float = 0.01
+    cov: torch.Tensor, *, threshold: float = 2e-2, mode: str = "threshold", energy: float = 0.01,
+    allow_degenerate: bool = False, layer: int | str | None = None,
 ) -> Projector:
     """Build P from C [d_ff, d_ff]. `mode="threshold"`: keep eigenvalues < threshold (absolute, official);
-    `mode="energy"`: keep the smallest directions whose eigenvalues sum to at most `energy` · tr C."""
+    `mode="energy"`: keep the smallest directions whose eigenvalues sum to at most `energy` · tr C.
+
+    ValueError when C is not a finite square matrix, and when P keeps 0 or all d_ff directions unless
+    `allow_degenerate=True` (then P = 0 or P = I, silently); `ProjectorWarning` when it keeps more than 99% or
+    fewer than 1% of them (but not none or all). `layer` only names the layer in these messages."""
+    who = "projector" if layer is None else f"projector of layer {layer}"
+    if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
+        raise ValueError(f"{who}: C must be a square [d_ff, d_ff] matrix, got shape {list(cov.shape)}")
+    if not bool(torch.isfinite(cov).all()):
+        raise ValueError(f"{who}: C ({cov.shape[0]}x{cov.shape[1]}) is not finite: "
+                         f"{int(torch.isnan(cov).sum())} NaN and {int(torch.isinf(cov).sum())} infinite entries")
     c = cov.to(torch.float64)
     c = (c + c.T) / 2
     eigenvalues, vectors = torch.linalg.eigh(c)  # ascending
@@ -73,7 +95,39 @@ def projector_from_cov(
     d = c.shape[0]
     complement = n_kept > d - n_kept
     basis = vectors[:, n_kept:] if complement else vectors[:, :n_kept]
-    return Projector(basis.to(torch.float32).contiguous(), complement, eigenvalues.to(torch.float32), n_kept)
+    p = Projector(basis.to(torch.float32).contiguous(), complement, eigenvalues.to(torch.float32), n_kept)
+    check_kept(p, rule=_rule(mode, threshold, energy), allow_degenerate=allow_degenerate, who=who)
+    return p
+
+
+def _rule(mode: str, threshold: float, energy: float) -> str:
+    return f"threshold={threshold:g}" if mode == "threshold" else f"energy={energy:g}"
+
+
+def check_kept(p: Projector, *, rule: str = "", allow_degenerate: bool = False, who: str = "projector") -> None:
+    """Raise ValueError when P keeps 0 or all d directions (unless `allow_degenerate`); `ProjectorWarning`
+    when it keeps fewer than 1% or more than 99% of them."""
+    d, k = p.d, p.n_kept
+    ev = p.eigenvalues.double()
+    numbers = (f"keeps {k} of {d} directions ({k / max(d, 1):.2%}), {_energy(p):.2%} of tr C; eigenvalues of C "
+               f"from {float(ev[0]):.3g} to {float(ev[-1]):.3g}" + (f", {rule}" if rule else ""))
+    if k in (0, d):
+        if allow_degenerate:
+            return
+        what = "no direction: every update would be 0" if k == 0 else "every direction: P = I protects nothing"
+        raise ValueError(f"{who} {numbers}: it keeps {what}. Check the statistics and the null-space "
+                         f"threshold (hparams field 'nullspace_threshold' / 'nullspace_energy'), or pass "
+                         f"allow_degenerate=True if this is intended")
+    if k < NEAR_DEGENERATE * d or k > (1 - NEAR_DEGENERATE) * d:
+        warnings.warn(f"{who} {numbers}: almost {'nothing' if k < d / 2 else 'everything'} is kept",
+                      ProjectorWarning, stacklevel=3)
+
+
+def _energy(p: Projector) -> float:
+    """Share of tr C in the kept directions; 0 for C = 0."""
+    ev = p.eigenvalues.double().clamp_min(0)
+    total = float(ev.sum())
+    return float(ev[: p.n_kept].sum()) / total if total > 0 else 0.0
 
 
 def subspace_cosine(a: Projector, b: Projector) -> float:

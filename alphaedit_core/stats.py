@@ -3,12 +3,17 @@
 Shared by MEMIT (as its preserved-knowledge term) and AlphaEdit (to build the projector P). Cached on disk as
 safetensors under a key made of the model's weights fingerprint, the layer and module, the corpus identity,
 the token budget, the window length and the dtype; a file whose recorded key differs is refused, never reused.
+
+Every matrix is checked after it is computed and after it is read back (`validate_second_moment`: shape, finite,
+symmetric, positive semi-definite to a tolerance); the token budget must be met exactly (a corpus that runs out
+first is an error, not a smaller sample), and an unreadable cache file is an error naming its path.
 """
 from __future__ import annotations
 
 import hashlib
 import itertools
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,12 +38,84 @@ class StaleStatsError(RuntimeError):
     """A statistics file exists at the expected place but was computed for something else."""
 
 
+class InvalidStatsError(ValueError):
+    """A second-moment matrix is not a valid second moment (shape, NaN/inf, asymmetric, not PSD)."""
+
+
+class CorruptStatsError(InvalidStatsError):
+    """A statistics file in the cache cannot be read (truncated, not safetensors, no matrix, short token count)."""
+
+
+SYMMETRY_TOL = 1e-5  # max |C − Cᵀ| relative to max |C|
+PSD_TOL = 1e-5  # smallest eigenvalue allowed: −PSD_TOL · largest eigenvalue
+
+
+def validate_second_moment(cov: torch.Tensor, layer: int | str, *, d: int | None = None, source: str = "",
+                           sym_tol: float = SYMMETRY_TOL, psd_tol: float = PSD_TOL) -> torch.Tensor:
+    """Raise `InvalidStatsError` unless `cov` [d, d] is square (of size `d` when given), finite, symmetric
+    (max |C − Cᵀ| <= sym_tol · max |C|) and positive semi-definite (λ_min >= −psd_tol · λ_max); return `cov`.
+
+    The PSD test is a Cholesky factorisation of C + psd_tol · max(diag C) · I (max diag C <= λ_max), with an
+    eigenvalue computation only when it fails, so a valid matrix costs one Cholesky."""
+    where = f"second moment of layer {layer}" + (f" ({source})" if source else "")
+    if cov.ndim != 2 or cov.shape[0] != cov.shape[1] or (d is not None and cov.shape[0] != d):
+        want = f"[{d}, {d}]" if d is not None else "a square matrix"
+        raise InvalidStatsError(f"{where}: shape {list(cov.shape)}, expected {want}")
+    if not bool(torch.isfinite(cov).all()):
+        n_nan, n_inf = int(torch.isnan(cov).sum()), int(torch.isinf(cov).sum())
+        raise InvalidStatsError(f"{where}: not finite: {n_nan} NaN and {n_inf} infinite entries of "
+                                f"{cov.shape[0]}x{cov.shape[1]} (the model's activations overflowed or are NaN)")
+    scale = float(cov.abs().max())
+    asym = float((cov - cov.T).abs().max())
+    if asym > sym_tol * scale:
+        raise InvalidStatsError(f"{where}: not symmetric: max |C - C^T| = {asym:.3g}, {asym / scale:.3g} of "
+                                f"max |C| = {scale:.3g} (tolerance {sym_tol:g})")
+    c = cov.to(torch.float64)
+    c = (c + c.T) / 2  # a fresh copy: shifted in place below
+    shift = psd_tol * max(float(c.diagonal().max()), 0.0)
+    c.diagonal().add_(shift)
+    _, info = torch.linalg.cholesky_ex(c)
+    if int(info) != 0:
+        ev = torch.linalg.eigvalsh(c) - shift
+        lo, hi = float(ev[0]), float(ev[-1])
+        if lo < -psd_tol * max(hi, 0.0):
+            raise InvalidStatsError(f"{where}: not positive semi-definite: smallest eigenvalue {lo:.6g}, largest "
+                                    f"{hi:.6g} (tolerance {psd_tol:g} of the largest); {int((ev < 0).sum())} "
+                                    f"negative eigenvalue(s)")
+    return cov
+
+
+def check_layers(layers: list[int], n_layers: int) -> None:
+    """Raise a ValueError naming hparams field 'layers' unless every index is an int in [0, n_layers)."""
+    if not layers:
+        raise ValueError(f"hparams field 'layers'={layers!r}: no layer to compute statistics for")
+    bad = [l for l in layers if isinstance(l, bool) or not isinstance(l, int) or not 0 <= l < n_layers]
+    if bad:
+        raise ValueError(f"hparams field 'layers'={list(layers)!r}: layer(s) {bad} out of range, the model has "
+                         f"{n_layers} layers (indices 0..{n_layers - 1})")
+
+
+def check_budget(n_tokens: int | None, name: str = "n_tokens") -> None:
+    """`n_tokens` must be a positive int, or None (the whole corpus)."""
+    if n_tokens is not None and (isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1):
+        raise ValueError(f"{name}={n_tokens!r}: must be a positive integer (or None: the whole corpus)")
+
+
+def short_corpus_error(corpus: Corpus, available: int, asked: int, seq_len: int, skipped: int = 0,
+                       field: str = "n_tokens") -> ValueError:
+    """The error of a corpus that ran out before the token budget."""
+    skip = f" after skipping {skipped:,}" if skipped else ""
+    return ValueError(f"corpus {corpus.identity!r} ran out of tokens: {available:,} tokens available{skip} "
+                      f"(windows of {seq_len}), {asked:,} asked ({field}); ask for at most {available:,}, use a "
+                      f"larger corpus, or pass n_tokens=None for the whole corpus")
+
+
 @dataclass(frozen=True)
 class StatsKey:
     model: str  # weights fingerprint
     module: str  # e.g. "model.layers.4.mlp.down_proj"
     corpus: str  # corpus identity
-    n_tokens: int
+    n_tokens: int | None  # None: the whole corpus
     seq_len: int
     dtype: str
 
@@ -63,11 +140,14 @@ def token_windows(tok, corpus: Corpus, seq_len: int) -> Iterator[list[int]]:
                 yield bos + chunk
 
 
-def _batches(windows: Iterator[list[int]], budget: int, size: int) -> Iterator[list[list[int]]]:
-    """Group windows `size` at a time, cutting the last one so that exactly `budget` tokens are used."""
+def _batches(windows: Iterator[list[int]], budget: int | None, size: int) -> Iterator[list[list[int]]]:
+    """Group windows `size` at a time, cutting the last one so that exactly `budget` tokens are used (all of
+    them when `budget` is None)."""
     batch: list[list[int]] = []
+    if budget is None:
+        budget = math.inf
     for w in windows:
-        w = w[:budget]
+        w = w[:budget] if budget < len(w) else w
         budget -= len(w)
         batch.append(w)
         if len(batch) == size or budget == 0:
@@ -87,15 +167,19 @@ def compute_second_moments(
     layers: list[int],
     corpus: Corpus,
     *,
-    n_tokens: int,
+    n_tokens: int | None,
     seq_len: int,
     dtype: torch.dtype = torch.float32,
     batch_windows: int = 8,
     progress: bool = True,
 ) -> tuple[dict[int, torch.Tensor], int]:
-    """Mean of k kᵀ over every non-padding token (up to `n_tokens`): {layer: [d_ff, d_ff]}, tokens counted.
+    """Mean of k kᵀ over exactly `n_tokens` non-padding tokens (`None`: the whole corpus): {layer: [d_ff, d_ff]},
+    tokens counted. A corpus shorter than `n_tokens` is a ValueError naming both counts; every matrix is checked
+    by `validate_second_moment`.
 
     Runs the model only up to the deepest requested layer; sums in float64."""
+    check_layers(layers, adapter.n_layers)
+    check_budget(n_tokens)
     device = next(model.parameters()).device
     sums = {l: torch.zeros(adapter.d_ff, adapter.d_ff, dtype=torch.float64, device=device) for l in layers}
     counted = 0
@@ -110,7 +194,11 @@ def compute_second_moments(
             bar.update(n)
     if counted == 0:
         raise ValueError(f"corpus {corpus.identity!r} produced no tokens")
-    return {l: (s / counted).to(dtype).cpu() for l, s in sums.items()}, counted
+    if n_tokens is not None and counted < n_tokens:
+        raise short_corpus_error(corpus, counted, n_tokens, seq_len, field="n_tokens, hparams field 'mom2_n_tokens'")
+    source = f"computed on {counted:,} tokens of corpus {corpus.identity!r}"
+    return {l: validate_second_moment((s / counted).to(dtype).cpu(), l, d=adapter.d_ff, source=source)
+            for l, s in sums.items()}, counted
 
 
 def layer_stats(
@@ -121,17 +209,27 @@ def layer_stats(
     corpus: Corpus,
     *,
     fingerprint: str,
-    n_tokens: int,
+    n_tokens: int | None,
     seq_len: int,
     dtype: str = "float32",
     root: Path | None = None,
     progress: bool = True,
 ) -> dict[int, torch.Tensor]:
     """Second moments for `layers`, read from the cache where a file with the same key exists, computed (and
-    cached) otherwise. {layer: [d_ff, d_ff]}."""
+    cached) otherwise. {layer: [d_ff, d_ff]}. `n_tokens=None`: the whole corpus. Every matrix, read or
+    computed, is checked by `validate_second_moment`."""
+    check_layers(layers, adapter.n_layers)
+    check_budget(n_tokens)
     root = Path(root) if root is not None else cache_dir("stats")
     keys = {l: StatsKey(fingerprint, adapter.mlp_out_names[l], corpus.identity, n_tokens, seq_len, dtype) for l in layers}
     out = {l: load_stats(keys[l], root) for l in layers}
+    for l, cov in out.items():
+        if cov is not None:
+            path = keys[l].path(root)
+            try:
+                validate_second_moment(cov, l, d=adapter.d_ff, source=f"cached file {path}")
+            except InvalidStatsError as err:
+                raise CorruptStatsError(f"{err}; delete the file to recompute it") from err
     missing = [l for l, v in out.items() if v is None]
     if missing:
         fresh, counted = compute_second_moments(
@@ -155,29 +253,49 @@ def save_stats(key: StatsKey, root: Path, cov: torch.Tensor, counted: int) -> Pa
 
 
 def load_stats(key: StatsKey, root: Path, path: Path | None = None) -> torch.Tensor | None:
-    """The cached matrix for `key`, None when absent; `StaleStatsError` when the file's recorded key differs."""
+    """The cached matrix for `key` ([d_ff, d_ff]), None when absent; `StaleStatsError` when the file's recorded
+    key differs; `CorruptStatsError` (naming the path) when the file cannot be read, holds no matrix, or records
+    fewer tokens than the key's budget."""
     path = Path(path) if path is not None else key.path(root)
     if not path.exists():
         return None
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    def corrupt(why: str) -> CorruptStatsError:
+        return CorruptStatsError(f"statistics file {path} is unreadable or incomplete ({why}); delete it to recompute")
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise corrupt(f"{type(err).__name__}: {err}") from err
     expected = {k: str(v) for k, v in asdict(key).items()}
     wrong = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
     if wrong:
         raise StaleStatsError(f"statistics file {path} was computed for another setting: " +
                               ", ".join(f"{k}: file has {a!r}, wanted {b!r}" for k, (a, b) in wrong.items()))
-    return load_file(str(path))["cov"]
+    counted = meta.get("tokens_counted")
+    if key.n_tokens is not None and counted is not None and counted != str(key.n_tokens):
+        raise corrupt(f"it records {counted} tokens counted, the key asks for {key.n_tokens}")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise corrupt(f"{type(err).__name__}: {err}") from err
+    if "cov" not in tensors:
+        raise corrupt(f"no 'cov' tensor, only {sorted(tensors)}")
+    return tensors["cov"]
 
 
 @torch.no_grad()
 def corpus_keys(
     model: torch.nn.Module, tok, adapter: ModelAdapter, layers: list[int], corpus: Corpus, *,
-    skip_tokens: int, n_tokens: int, seq_len: int, batch_windows: int = 8,
+    skip_tokens: int, n_tokens: int | None, seq_len: int, batch_windows: int = 8,
 ) -> dict[int, torch.Tensor]:
     """Keys of the edited modules on `n_tokens` corpus tokens that come after the first `skip_tokens` (the ones the
-    statistics used): held-out preserved keys, {layer: [n_tokens, d_ff]}."""
+    statistics used): held-out preserved keys, {layer: [n_tokens, d_ff]} (`None`: the rest of the corpus). A corpus
+    shorter than `skip_tokens + n_tokens` is a ValueError naming the counts."""
+    check_layers(layers, adapter.n_layers)
+    check_budget(n_tokens)
     windows = token_windows(tok, corpus, seq_len)
     skipped = 0
     for w in windows:  # drop whole windows up to the budget, then start from the rest of the cut one
@@ -186,16 +304,20 @@ def corpus_keys(
             break
         skipped += len(w)
     out: dict[int, list[torch.Tensor]] = {l: [] for l in layers}
+    got = 0
     for keys in _stream_keys(model, tok, adapter, layers, windows, n_tokens, batch_windows):
         for l, k in keys.items():
             out[l].append(k.float().cpu())
+        got += len(next(iter(keys.values())))
+    if got == 0 or n_tokens is not None and got < n_tokens:
+        raise short_corpus_error(corpus, got, n_tokens or 1, seq_len, skipped=skip_tokens)
     return {l: torch.cat(v) for l, v in out.items()}
 
 
-def _stream_keys(model, tok, adapter: ModelAdapter, layers: list[int], windows: Iterator[list[int]], n_tokens: int,
-                 batch_windows: int) -> Iterator[dict[int, torch.Tensor]]:
-    """Run the model on `n_tokens` tokens of `windows`, `batch_windows` windows at a time, up to the deepest
-    layer; yield each batch's keys of every non-padding token: {layer: [tokens, d_ff]}."""
+def _stream_keys(model, tok, adapter: ModelAdapter, layers: list[int], windows: Iterator[list[int]],
+                 n_tokens: int | None, batch_windows: int) -> Iterator[dict[int, torch.Tensor]]:
+    """Run the model on `n_tokens` tokens of `windows` (all of them when None), `batch_windows` windows at a time,
+    up to the deepest layer; yield each batch's keys of every non-padding token: {layer: [tokens, d_ff]}."""
     device = next(model.parameters()).device
     store: dict[int, torch.Tensor] = {}
     handles = capture_inputs({l: adapter.mlp_out(l) for l in layers}, store)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..requests import prompt_problem
 from .download import COUNTERFACT, MULTI_COUNTERFACT, fetch
 from .sampling import read_records, select
 from .validation import RecordChecker
@@ -32,8 +33,9 @@ N_NEIGHBORHOOD = 10
 def _check_rewrite(check: RecordChecker, rw: Mapping[str, Any], field: str) -> None:
     prompt = check.text(rw, "prompt", f"{field}.prompt")
     subject = check.text(rw, "subject", f"{field}.subject")
-    if prompt.count("{}") != 1:
-        check.fail(f"{field}.prompt", f"must contain exactly one '{{}}' for the subject: {prompt!r}")
+    problem = prompt_problem(prompt)
+    if problem:
+        check.fail(f"{field}.prompt", f"{problem}: {prompt!r}")
     try:
         filled = prompt.format(subject)
     except (IndexError, KeyError, ValueError) as err:

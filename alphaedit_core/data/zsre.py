@@ -28,8 +28,8 @@ def validate_zsre_record(record: Any, index: int, source: str = "ZsRE") -> None:
     src = check.text(record, "src", "src")
     if subject not in src:
         check.fail("subject", f"{subject!r} is not in src {src!r}")
-    if "{}" in src:
-        check.fail("src", f"must not contain '{{}}' (it becomes the prompt's subject slot): {src!r}")
+    if "{" in src or "}" in src:
+        check.fail("src", f"must not contain a brace (the subject's place becomes '{{}}' in a format string): {src!r}")
     check.text(record, "rephrase", "rephrase")
     check.text(record, "pred", "pred", allow_empty=True)
     check.text(record, "alt", "alt")
