@@ -14,6 +14,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,15 +52,58 @@ def sync_pair(name: str, notebooks: Path) -> Path:
     return path
 
 
-def run_notebook(name: str, parameters: dict, out_dir: Path, notebooks: Path, timeout: int | None = None) -> Path:
-    """Execute one notebook with papermill into `out_dir/<name>.ipynb`."""
+def write_provenance(out_dir: Path, name: str, parameters: dict, started: float, status: str,
+                     extra: dict | None = None) -> Path:
+    """Record what produced an executed notebook in `out_dir/provenance.json` (read by the book's Reproduce page):
+    git commit and whether the code had uncommitted changes, times, parameters, versions, machine, wall time."""
+    import datetime
+    import json
+    import platform
+    from importlib import metadata
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout.rstrip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    def iso(t: float) -> str:
+        return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat(timespec="seconds")
+
+    versions = {}
+    for package in ("torch", "transformers", "numpy", "pandas", "papermill", "jupytext"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results").splitlines()
+    finished = time.time()
+    record = dict(notebook=name, status=status, git_commit=git("rev-parse", "HEAD") or None,
+                  git_dirty=bool(dirty), git_dirty_files=[line[3:] for line in dirty][:50],
+                  started_at=iso(started), finished_at=iso(finished), wall_seconds=round(finished - started, 1),
+                  parameters=parameters, python=platform.python_version(), versions=versions,
+                  machine=dict(platform=platform.platform(), processor=platform.processor(), cpu_count=os.cpu_count()),
+                  **(extra or {}))
+    path = out_dir / "provenance.json"
+    path.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    return path
+
+
+def run_notebook(name: str, parameters: dict, out_dir: Path, notebooks: Path, timeout: int | None = None,
+                 provenance_extra: dict | None = None) -> Path:
+    """Execute one notebook with papermill into `out_dir/<name>.ipynb`; record its provenance.json next to it."""
     import papermill
 
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / f"{name}.ipynb"
-    papermill.execute_notebook(str(sync_pair(name, notebooks)), str(output), parameters=parameters,
-                               cwd=str(notebooks), kernel_name="python3", progress_bar=True,
-                               execution_timeout=timeout)
+    started, status = time.time(), "failed"
+    try:
+        papermill.execute_notebook(str(sync_pair(name, notebooks)), str(output), parameters=parameters,
+                                   cwd=str(notebooks), kernel_name="python3", progress_bar=True,
+                                   execution_timeout=timeout)
+        status = "completed"
+    finally:
+        write_provenance(out_dir, name, parameters, started, status, provenance_extra)
     return output
 
 
@@ -115,11 +159,14 @@ def main(argv: list[str] | None = None) -> None:
         if name == "edit_count" and args.time_budget is not None:
             params["time_budget_min"] = args.time_budget
         print(f"== {name}: {params}", flush=True)
+        extra = None
         if name == "edit_count" and args.jobs > 1:
+            parallel_started = time.time()
             run_methods_in_parallel(params, notebooks, args.jobs)
+            extra = dict(parallel_jobs=args.jobs, parallel_runs_wall_seconds=round(time.time() - parallel_started, 1))
             if args.time_budget is not None:
                 params["time_budget_min"] = 0  # the rendering run only renders what the parallel runs left
-        run_notebook(name, params, root / model_dir / name, notebooks)
+        run_notebook(name, params, root / model_dir / name, notebooks, provenance_extra=extra)
     run_notebook(LEDGER, dict(results_root=rel, model=model_dir), root / model_dir / LEDGER,
                  notebooks)
     print(f"results in {root / model_dir}")

@@ -134,7 +134,7 @@ display(Markdown(
 # in its quick (smoke-test) mode or in full. The evidence is the notebook's own summary of its numbers; the chapter
 # of the same name shows how they were obtained. The claims' full statements follow the table.
 
-# %% tags=["hide-input", "full-width"]
+# %% tags=["hide-input"]
 def tested_with(row) -> str:
     if not row["model"]:
         return row["notebook"] or ""
@@ -165,7 +165,7 @@ display(Markdown(md_table(pd.DataFrame({"Claim": statements["id"] + " " + statem
 # batches of 100), copied into `results/quoted/alphaedit_table1.csv`. This study did not produce them. Values are
 # percentages; fluency is the n-gram entropy ×100 and consistency the TF-IDF similarity ×100.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "remove-output", "study-after-quoted-table"]
 quoted = pd.read_csv(QUOTED_CSV)
 if not quoted["source"].str.contains("quoted").all():
     raise ValueError(f"{QUOTED_CSV}: every row must be labelled as quoted in its source column")

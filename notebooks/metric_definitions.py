@@ -23,7 +23,7 @@
 # all-tokens variant, EasyEdit's teacher-forced token accuracy, greedy-generation exact match and contains) at
 # two timings: right after the batch that edited it, and after the whole sequence.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 model = "smollm2-135m-instruct"  # offline short name, hub id or local folder
 label = ""  # results folder name (empty: the model name, slashes as double dashes)
 hparams = ""
@@ -36,7 +36,7 @@ seed = 0
 results_dir = "../results"
 quick = False
 
-# %%
+# %% tags=["hide-input", "remove-output", "study-after-chapter-settings"]
 import json
 from pathlib import Path
 
@@ -83,7 +83,7 @@ unedited = score(records, "unedited")
 # %% [markdown]
 # ## Edit, scoring each batch right after it is applied
 
-# %%
+# %% tags=["hide-input"]
 editor = Editor.prepare(lm, tok, hp, method=method, progress=False)
 after_batch = []
 editor.run(requests, batch_size=batch_size,
@@ -98,9 +98,10 @@ summary_table.to_csv(out / "metrics_by_definition.csv", index=False)
 # %% [markdown]
 # ## Every definition side by side
 # Rows group the definitions of one quantity (edit success on the rewrite prompt, generalisation on paraphrases,
-# locality on neighbourhood prompts); columns are the timings.
+# locality on neighbourhood prompts); columns are the timings. {numref}`fig-metric-definitions` shows the same
+# means as bars.
 
-# %%
+# %% tags=["hide-input", "remove-output", "study-after-side-by-side"]
 QUANTITY = {
     ("official", "rewrite", "efficacy"): ("edit success", "official: P(new) > P(true), mean-token NLL"),
     ("official", "rewrite", "strict_acc"): ("edit success", "official: every target token is the argmax"),
@@ -128,7 +129,7 @@ side["timing gap"] = side["after_batch"] - side["after_sequence"]
 side.to_csv(out / "side_by_side.csv")
 side.round(3)
 
-# %%
+# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-metric-definitions", "caption": "One edited model, every definition. One panel per quantity (edit success, generalisation, locality); each bar is the mean over the edited records of one definition, for the unedited model, right after the batch that edited the record, and after the whole sequence. Look at how far apart the bars of one quantity are at the same timing: that spread is the choice of metric, not the editing method."}, "image": {"alt": "Three horizontal bar charts stacked vertically, one per quantity, each listing the metric definitions on the vertical axis with three bars per definition (unedited, after the batch, after the sequence) on a 0 to 1 horizontal axis."}}
 plot = t[t.quantity.isin(["edit success", "generalisation", "locality"])]
 g = sns.catplot(plot, x="mean", y="definition", hue="timing", col="quantity", kind="bar", sharey=False, height=3.2,
                 aspect=1.3, hue_order=["unedited", "after_batch", "after_sequence"], col_wrap=1)
@@ -137,8 +138,10 @@ g.figure.savefig(out / "definitions.png", dpi=120, bbox_inches="tight")
 
 # %% [markdown]
 # ## How far the numbers move, and why
+# Each gap is the difference between two definitions of the same quantity on the same edited model; the table after
+# the code says whether the two come from different frameworks, from one framework, or differ only in timing.
 
-# %%
+# %% tags=["hide-input", "remove-output", "study-after-gaps-table"]
 def get(quantity_key, timing="after_sequence"):
     return float(side.loc[QUANTITY[quantity_key], timing])
 
@@ -165,8 +168,11 @@ gaps.round(3)
 
 # %% [markdown]
 # ## Verdicts
+# The verdicts use the vocabulary defined on the book's landing page. C12 names three metrics: its verdict only says
+# that they can be computed as EasyEdit defines them. C13's "up to" is the largest gap between any two definitions of
+# one quantity, whether or not they come from different frameworks; the landing page separates the two.
 
-# %%
+# %% tags=["hide-input", "remove-output", "study-after-chapter-verdicts"]
 core = {name: get(key) for name, key in [("rewrite_acc", ("easyedit", "rewrite", "rewrite_acc")),
                                          ("rephrase_acc", ("easyedit", "paraphrase", "rephrase_acc")),
                                          ("locality", ("easyedit", "neighborhood", "locality"))]}

@@ -21,7 +21,7 @@
 # AlphaEdit; **C5** check P before editing: it should annihilate the preserved keys and keep a sensible share of
 # directions.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 model = "smollm2-135m-instruct"  # offline short name, hub id or local folder
 label = ""  # results folder name (empty: the model name, slashes as double dashes)
 hparams = ""  # preset name (empty: the model's own preset)
@@ -35,7 +35,7 @@ thresholds = [1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1, 2e-1]
 results_dir = "../results"
 quick = False
 
-# %%
+# %% tags=["hide-input", "remove-output", "study-after-chapter-settings"]
 import json
 from pathlib import Path
 
@@ -72,9 +72,10 @@ print("hyperparameters:", json.dumps(hp.to_dict()))
 # %% [markdown]
 # ## Statistics and projector
 # C = E[k kᵀ] over the corpus for each edited layer, then P from the eigenvectors of C whose eigenvalue is below
-# the official absolute threshold (`nullspace_threshold`).
+# the official absolute threshold (`nullspace_threshold`). The table after the code gives, per edited layer, how
+# many directions P keeps and how much of each kind of key it lets through.
 
-# %%
+# %% tags=["hide-input", "remove-output", "study-after-projection-table"]
 stats_kw = dict(fingerprint=fingerprint, n_tokens=hp.mom2_n_tokens, seq_len=hp.mom2_seq_len, dtype=hp.mom2_dtype)
 covs = layer_stats(lm, tok, adapter, hp.layers, corpus, **stats_kw)
 projectors = {l: projector_from_cov(c, threshold=hp.nullspace_threshold) for l, c in covs.items()}
@@ -99,8 +100,10 @@ table.round(4)
 # %% [markdown]
 # `ratio_*` is ‖P k‖ / ‖k‖: for held-out preserved keys (corpus tokens the statistics did not see) it should be
 # near 0; for random directions it is about √(kept share); the keys of the edit requests sit in between.
+# {numref}`fig-projector-spectrum` shows where the threshold cuts the spectrum of C, and how the leakage changes
+# with the threshold.
 
-# %%
+# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-projector-spectrum", "caption": "The projector at each edited layer. **Left:** eigenvalues of the key covariance C in ascending order (log scale); the dashed line is the official absolute threshold, and P keeps every direction below it. **Right:** mean leakage ‖Pk‖/‖k‖ of held-out preserved keys for each threshold of the sweep (0 would be perfect annihilation). Look at how far right of the spectrum's bend the threshold sits, and at how low the threshold must go before the leakage approaches 0."}, "image": {"alt": "Two line charts side by side. Left: one curve per edited layer of eigenvalue (logarithmic vertical axis) against eigen-direction index, with a dashed horizontal line at the threshold. Right: mean leakage of held-out keys (vertical axis) against threshold (logarithmic horizontal axis), one line with markers per layer."}}
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
 for l, p in projectors.items():
     axes[0].plot(p.eigenvalues.clamp_min(1e-12).numpy(), label=f"layer {l}")
@@ -110,7 +113,7 @@ axes[0].legend(fontsize=8)
 sweep = []
 for l, c in covs.items():
     for t in thresholds:
-        p = projector_from_cov(c, threshold=t)
+        p = projector_from_cov(c, threshold=t, allow_degenerate=True)  # the sweep's ends keep all or nothing
         sweep.append(dict(layer=l, threshold=t, kept_share=p.n_kept / adapter.d_ff, energy_kept=p.energy_kept(),
                           ratio_heldout_mean=float(p.key_ratio(heldout[l]).mean())))
 sweep = pd.DataFrame(sweep)
@@ -124,7 +127,7 @@ fig.savefig(out / "spectrum.png", dpi=120)
 # ## C1: one P, reused, gives identical edits; P depends on the corpus and on the model
 # Two editors built from the same cached statistics edit the same requests from the same original weights.
 
-# %%
+# %% tags=["hide-input"]
 def run_edits(projs):
     editor = Editor(lm, tok, hp, method="alphaedit", projectors=projs, progress=False)
     editor.run(requests, batch_size=batch_size)
@@ -139,10 +142,10 @@ second = run_edits({l: projector_from_cov(c, threshold=hp.nullspace_threshold) f
 identical = all(torch.equal(first[l], second[l]) for l in hp.layers)
 print(f"statistics read back identical: {same_stats}; edits identical with the reused P: {identical}")
 
-# %%
+# %% tags=["hide-input", "remove-output", "study-after-projector-comparison"]
 # another corpus: text sampled (seeded) from the model itself; another model: same architecture, random weights
 sampled = ModelSampledCorpus(lm, tok, n_docs=other_corpus_docs, seed=seed)
-covs_sampled = layer_stats(lm, tok, adapter, hp.layers, sampled, **{**stats_kw, "n_tokens": min(hp.mom2_n_tokens, 20_000)})
+covs_sampled = layer_stats(lm, tok, adapter, hp.layers, sampled, **{**stats_kw, "n_tokens": None})  # all it has
 from transformers import AutoModelForCausalLM
 
 torch.manual_seed(seed)
@@ -158,7 +161,7 @@ for l in hp.layers:
     ref = projectors[l]
     for name, c in [("same corpus, 20k tokens", covs_small[l]), ("model-sampled text", covs_sampled[l]),
                     ("random-weight model", covs_random[l])]:
-        p = projector_from_cov(c, threshold=hp.nullspace_threshold)
+        p = projector_from_cov(c, threshold=hp.nullspace_threshold, allow_degenerate=True)
         cmp_rows.append(dict(layer=l, other=name, kept_other=p.n_kept, kept_ref=ref.n_kept,
                              subspace_cosine=subspace_cosine(ref, p),
                              chance=min(ref.n_kept, p.n_kept) / adapter.d_ff,
@@ -177,7 +180,7 @@ compare.round(3)
 # %% [markdown]
 # ## C2: MEMIT and AlphaEdit read the same statistics file
 
-# %%
+# %% tags=["hide-input"]
 memit = Editor.prepare(lm, tok, hp, method="memit", progress=False)
 alpha = Editor.prepare(lm, tok, hp, method="alphaedit", progress=False)
 shared = all(torch.equal(memit.covs[l], alpha.covs[l]) and torch.equal(memit.covs[l], covs[l]) for l in hp.layers)
@@ -187,8 +190,10 @@ print(f"MEMIT and AlphaEdit use the same C: {shared}; files: {[f.name for f in f
 
 # %% [markdown]
 # ## Verdicts
+# The verdicts use the vocabulary defined on the book's landing page; the table after the code lists each claim's
+# verdict with the numbers behind it.
 
-# %%
+# %% tags=["hide-input", "remove-output", "study-after-chapter-verdicts"]
 mean_kept = float(table.kept_share.mean())
 leak = float(table.ratio_heldout_mean.mean())
 rand = float(table.ratio_random_mean.mean())

@@ -167,3 +167,96 @@ def test_mathjax_is_local(built_book):
             f"{page.relative_to(built_book)} loads vendored MathJax files as scripts: {vendored}")
         remote = re.findall(r'<(?:script|link)\b[^>]*\b(?:src|href)="((?:https?:)?//[^"]+)"', text)
         assert not remote, f"{page.relative_to(built_book)} loads {remote}"
+
+
+# --- the landing page, the book's generated blocks and the presentation of the executed notebooks --------------
+
+sys.path.insert(0, str(REPO / "book" / "_ext"))
+
+
+def test_landing_page_leads_with_the_verdicts(built_book):
+    text = (built_book / "intro.html").read_text(encoding="utf8")
+    glance, means = text.index('<section id="verdicts-at-a-glance">'), text.index('<section id="what-this-means')
+    assert glance < means < text.index('<section id="limits-of-this-setting">')
+    table = text[glance:means]
+    for claim in [f"C{i}" for i in range(1, 14)] + [f"P{i}" for i in range(1, 5)]:
+        assert re.search(rf"<strong>{claim}</strong>", table), f"{claim} has no row in the landing verdict table"
+    for verdict in ("reproduced", "partly reproduced", "not reproduced", "not testable here", "not tested yet"):
+        assert f"<em>{verdict}</em>" in table  # the fixture's verdicts, read from ledger.csv, and the vocabulary
+    assert 'class="reference download' in table  # ledger.csv, downloadable
+
+
+def test_presentation_changes_metadata_only():
+    import nbformat
+
+    import cell_presentation
+
+    for path in sorted((REPO / "results").glob(f"{MODEL}/*/*.ipynb")):
+        nb = json.loads(json.dumps(nbformat.read(path, as_version=4)))
+        source = cell_presentation.read_source(REPO / "notebooks", path.stem)
+        shown = cell_presentation.present(nb, path.stem, source)
+        assert [(c["cell_type"], c["source"], c.get("outputs")) for c in shown["cells"]] == \
+               [(c["cell_type"], c["source"], c.get("outputs")) for c in nb["cells"]], path
+        assert cell_presentation.present(shown, path.stem, source) == shown, f"{path}: not idempotent"
+        for cell in shown["cells"]:
+            tags = set(cell["metadata"].get("tags", []))
+            if tags & {"parameters", "injected-parameters"}:
+                assert "remove-cell" in tags, f"{path}: a parameters cell is shown"
+            elif cell["cell_type"] == "code":
+                assert tags & {"hide-input", "remove-input", "remove-cell"}, f"{path}: code shown unfolded"
+
+
+def test_executed_notebooks_carry_their_presentation():
+    """scripts/sync_cell_metadata.py has copied the presentation into results/ (run it after executing a notebook)."""
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "sync_cell_metadata.py"), "--check"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, f"run `.venv/bin/python scripts/sync_cell_metadata.py`:\n{proc.stdout}"
+
+
+def test_result_role_reads_files_and_reports_what_is_missing(tmp_path):
+    import study_results as sr
+
+    model = tmp_path / "results" / MODEL
+    (model / "edit_count").mkdir(parents=True)
+    (model / "edit_count" / "summary.json").write_text(json.dumps({"n_edits": 2000, "claims": {"C7": {"verdict": "x"}},
+                                                                   "layers": [4, 5, 6]}))
+    (model / "edit_count" / "diag.csv").write_text(
+        "method,batch,layer,edits,seconds\n" + "".join(f"{m},{b},{l},{100 * (b + 1)},{10 * (b + 1)}\n"
+                                                       for m in ("a", "b") for b in range(3) for l in (4, 5)))
+    ctx = sr.Ctx(book=tmp_path, model_rel=f"results/{MODEL}")
+    assert sr.resolve_result(ctx, "edit_count/summary.json | n_edits | int") == ("2,000", True)
+    assert sr.resolve_result(ctx, "edit_count/summary.json | claims.C7.verdict") == ("x", True)
+    assert sr.resolve_result(ctx, "edit_count/summary.json | layers | range") == ("4–6", True)
+    assert sr.resolve_result(ctx, "edit_count/diag.csv | sum(seconds) | method=a, layer=first | raw") == ("60", True)
+    assert sr.resolve_result(ctx, "edit_count/diag.csv | seconds | method=b, layer=5, edits=last") == ("30", True)
+    assert sr.resolve_result(ctx, "edit_count/diag.csv | count | method=a") == ("6", True)
+    assert sr.resolve_result(ctx, "edit_count/none.csv | x")[1] is False
+    assert sr.resolve_result(ctx, "edit_count/summary.json | claims.C99")[1] is False
+    assert sr.resolve_result(ctx, "edit_count/diag.csv | seconds | method=zzz, layer=4, batch=0")[1] is False
+    for bad in ("edit_count/diag.csv", "edit_count/diag.csv | seconds | method=a",
+                "edit_count/diag.csv | seconds | | nosuchformat", "edit_count/diag.csv | median(seconds) | "):
+        with pytest.raises(sr.ResultError):
+            sr.resolve_result(ctx, bad)
+
+
+def test_provenance_is_recorded_and_shown(tmp_path):
+    import time
+
+    import study_results as sr
+    from alphaedit_core.study import write_provenance
+
+    out = tmp_path / "results" / MODEL / "projection_check"
+    out.mkdir(parents=True)
+    path = write_provenance(out, "projection_check", {"n_edits": 7}, time.time() - 2, "completed")
+    record = json.loads(path.read_text())
+    for key in ("git_commit", "git_dirty", "started_at", "finished_at", "wall_seconds", "parameters", "python",
+                "versions", "machine"):
+        assert key in record, key
+    assert record["parameters"] == {"n_edits": 7} and record["versions"].get("torch")
+    nb = {"cells": [], "metadata": {"papermill": {"parameters": {"n_edits": 7}, "duration": 60.0,
+                                                  "end_time": "2026-01-01T00:00:00"}}}
+    (out / "projection_check.ipynb").write_text(json.dumps(nb))
+    ctx = sr.Ctx(book=tmp_path, model_rel=f"results/{MODEL}")
+    shown = sr.block_provenance(ctx)
+    assert (record["git_commit"] or "")[:10] in shown and "not recorded" not in shown.split("\n")[2]
+    assert "min" in sr.block_costs(ctx)
