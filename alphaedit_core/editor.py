@@ -24,7 +24,7 @@ from .hparams import EditHParams
 from .keys import keys_and_outputs
 from .projection import Projector
 from .prompts import context_templates
-from .requests import EditRequest
+from .requests import EditRequest, check_batch
 from .solve import alphaedit_delta, condition_number, memit_delta
 from .targets import compute_targets, compute_targets_reference
 
@@ -107,8 +107,9 @@ class Editor:
                            fingerprint=fingerprint or model_fingerprint(model), n_tokens=hparams.mom2_n_tokens,
                            seq_len=hparams.mom2_seq_len, dtype=hparams.mom2_dtype, root=stats_root,
                            progress=kwargs.get("progress", True))
-        projectors = {l: projector_from_cov(c, threshold=hparams.nullspace_threshold, mode=hparams.nullspace_mode,
-                                            energy=hparams.nullspace_energy) for l, c in covs.items()}
+        projectors = {} if method == "memit" else {  # MEMIT uses C itself: a degenerate P must not stop it
+            l: projector_from_cov(c, threshold=hparams.nullspace_threshold, mode=hparams.nullspace_mode,
+                                  energy=hparams.nullspace_energy, layer=l) for l, c in covs.items()}
         return cls(model, tok, hparams, method=method, projectors=projectors, covs=covs, **kwargs)
 
     # --------------------------------------------------------------------------------------------- editing
@@ -116,6 +117,7 @@ class Editor:
         """Apply one batch of edits."""
         if not requests:
             raise ValueError("empty batch of requests")
+        check_batch(requests)
         hp, a = self.hp, self.adapter
         layers, L = hp.layers, hp.layers[-1]
         t0 = time.perf_counter()
@@ -172,9 +174,10 @@ class Editor:
         must be, in order, the first of `requests`); otherwise `CheckpointMismatch` names the field.
         `stop_after` ends after that many batches in total (for tests of interruption); `deadline` (a
         `time.time()` value) starts no new batch after it: a later call resumes from the checkpoint."""
-        batch_size = batch_size or self.hp.batch_size
-        if not isinstance(batch_size, int) or batch_size < 1:
+        batch_size = self.hp.batch_size if batch_size is None else batch_size
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be a positive integer")
+        check_batch(requests)  # the whole stream: a fact edited twice to different targets, a reused case id
         if checkpoint is not None and ckpt.exists(checkpoint):
             self.load(checkpoint, requests=requests, batch_size=batch_size)
         elif self.batches_done and self.batch_size not in (None, batch_size):

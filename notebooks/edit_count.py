@@ -19,11 +19,19 @@
 # **C7** At 100 edits all models are stable; beyond 1,000 edits performance can drop markedly; around 2,000
 # edits some models collapse. **C11** For a new model, start with about 100 edits before scaling up.
 #
+# **P1–P3** (the paper's own claims) After 2,000 sequential edits AlphaEdit keeps unrelated knowledge and text
+# quality better than MEMIT while editing better (P1), keeps general ability near the unedited model's (P2) and
+# keeps hidden representations close to the unedited model's (P3).
+#
 # One sequential stream of edits (batches of `batch_size`), AlphaEdit and its ablation MEMIT from the same
-# original weights, evaluated at milestones on the records edited so far with the official (probability
-# comparison) and EasyEdit (token accuracy) metrics, plus generation-based exact match on a subsample. Per batch:
-# norm of the weight change, condition number of the solved system, drift of the edited layers' outputs on
-# held-out preserved keys. The run checkpoints after every batch and resumes where it stopped.
+# original weights and on the same records, evaluated at milestones on the same seeded sample of the records edited
+# so far with the official (probability comparison) and EasyEdit (token accuracy) metrics, generation-based exact
+# match and the official fluency and consistency on subsamples; the general-capability measures (perplexity on two
+# held-out text sources) and the drift of hidden states on held-out text at the same milestones. Neighbourhood
+# prompts never name a subject edited in the stream: the evaluator refuses to score one. Per batch: norm of the
+# weight change, condition number of the solved system, drift of the edited layers' outputs on held-out preserved
+# keys. The run checkpoints after every batch, keeps a snapshot of the edited weights at every milestone (so the
+# milestone can be re-scored without re-editing), and resumes where it stopped.
 
 # %% tags=["parameters"]
 model = "smollm2-135m-instruct"  # offline short name, hub id or local folder
@@ -37,7 +45,10 @@ milestones = [100, 200, 500, 1000, 1500, 2000]  # batch boundaries (250 is none 
 time_budget_min = None  # stop starting new batches after this many minutes (the run resumes next time)
 eval_cap = 300  # records evaluated per milestone, a seeded sample of those edited so far (None: all)
 gen_cap = 50  # records of that sample also evaluated by greedy generation
+fluency_cap = 50  # records of that sample also scored for fluency and consistency (100-token generations)
 drift_tokens = 4000  # held-out corpus tokens for the drift of preserved outputs
+capability_corpora = ["fortunes", "wordnet"]  # held-out text sources for perplexity and hidden-state drift
+capability_tokens = 4000  # tokens of each source
 seed = 0
 results_dir = "../results"
 quick = False
@@ -45,6 +56,7 @@ quick = False
 # %%
 import hashlib
 import json
+import math
 import os
 import random
 import time
@@ -55,16 +67,20 @@ import pandas as pd
 import seaborn as sns
 import torch
 
+from alphaedit_core import capability
 from alphaedit_core.arch import ModelAdapter
+from alphaedit_core.checkpoint import request_sha256, snapshot_path
 from alphaedit_core.corpus import get_corpus
 from alphaedit_core.data import load_offline_counterfact, to_requests
 from alphaedit_core.editor import Editor
 from alphaedit_core.hparams import EditHParams
-from alphaedit_core.metrics import compute_baseline, evaluate, summarize
+from alphaedit_core.metrics import EVALUATOR_VERSION, compute_baseline, evaluate, fit_tfidf, summarize
+from alphaedit_core.metrics.paired import paired_differences, plot_paired_differences
 from alphaedit_core.models import load_model, model_fingerprint
 from alphaedit_core.paths import cache_dir
+from alphaedit_core.provenance import code_version
 from alphaedit_core.stats import corpus_keys
-from alphaedit_core.verdicts import edit_count_claims, onsets
+from alphaedit_core.verdicts import edit_count_claims, onsets, p1_preservation, p2_capability, p3_representations
 
 model_dir = label or model.replace("/", "--")
 out = Path(results_dir) / model_dir / "edit_count"
@@ -78,7 +94,8 @@ records = load_offline_counterfact(n=n_edits, seed=seed)
 requests = to_requests(records)
 milestones = [m for m in milestones if m <= n_edits]
 hp_digest = hashlib.sha256(json.dumps(hp.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
-run_key = f"{model_fingerprint(lm)}-n{n_edits}-b{batch_size}-s{seed}-{hp_digest}"
+data_digest = hashlib.sha256("".join(request_sha256(r) for r in requests).encode()).hexdigest()[:10]
+run_key = f"{model_fingerprint(lm)}-n{n_edits}-b{batch_size}-s{seed}-{hp_digest}-{data_digest}"
 run_dir = cache_dir("runs", "edit_count", run_key)
 print(f"{n_edits} edits in batches of {batch_size}; milestones {milestones}; checkpoints in {run_dir}")
 print("hyperparameters:", json.dumps(hp.to_dict()))
@@ -99,6 +116,11 @@ else:
 corpus = get_corpus(hp.mom2_corpus)
 probe_keys = corpus_keys(lm, tok, adapter, hp.layers, corpus, skip_tokens=hp.mom2_n_tokens, n_tokens=drift_tokens,
                          seq_len=hp.mom2_seq_len)
+tfidf = fit_tfidf(records)
+held_out = {name: get_corpus(name) for name in capability_corpora}
+drift_layers = sorted({hp.layers[-1], adapter.n_layers // 2, adapter.n_layers - 1})
+reference_states = {name: capability.hidden_states(lm, tok, c, layers=drift_layers, n_tokens=capability_tokens,
+                                                   seq_len=hp.mom2_seq_len) for name, c in held_out.items()}
 
 
 def eval_sample(n_done: int) -> list[dict]:
@@ -108,14 +130,45 @@ def eval_sample(n_done: int) -> list[dict]:
     return random.Random(seed + n_done).sample(done, eval_cap)
 
 
+def versions() -> dict:
+    return dict(code_version=code_version(), evaluator_version=EVALUATOR_VERSION)
+
+
 def evaluate_at(n_done: int, method: str) -> pd.DataFrame:
+    """Every metric family on the milestone's sample; the unedited model (0 edits) on the last milestone's."""
     sample = eval_sample(n_done) if n_done else eval_sample(milestones[-1])
-    extra = dict(method=method, edits=n_done)
-    parts = [evaluate(lm, tok, sample, baseline=baseline, families=("official", "easyedit"), extra_columns=extra,
-                      progress=False),
-             evaluate(lm, tok, sample[:gen_cap], families=("generation",), answer_max_new_tokens=8,
-                      extra_columns=extra, progress=False)]
+    edited = records[:n_done]  # the evaluator refuses a neighbourhood prompt about any of these subjects
+    extra = dict(method=method, edits=n_done, **versions())
+    flu = evaluate(lm, tok, sample[:fluency_cap], families=("official",), fluency=True, max_new_tokens=100,
+                   tfidf_vectorizer=tfidf, edited=edited, extra_columns=extra, progress=False)
+    parts = [evaluate(lm, tok, sample, baseline=baseline, families=("official", "easyedit"), edited=edited,
+                      extra_columns=extra, progress=False),
+             evaluate(lm, tok, sample[:gen_cap], families=("generation",), answer_max_new_tokens=8, edited=edited,
+                      extra_columns=extra, progress=False),
+             flu[flu.metric.isin(["fluency", "consistency"])]]
     return pd.concat(parts, ignore_index=True)
+
+
+def capability_at(n_done: int, method: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Perplexity per window of each held-out source, and the drift of hidden states from the unedited model's
+    per block of tokens (the pairing units of the paired intervals)."""
+    ppl_rows, drift_rows = [], []
+    for name, c in held_out.items():
+        ppl = capability.perplexity(lm, tok, c, n_tokens=capability_tokens, seq_len=hp.mom2_seq_len)
+        ppl_rows += [dict(method=method, edits=n_done, corpus=name, window=w, nll_sum=s, tokens=n, **versions())
+                     for w, s, n in ppl["windows"]]
+        states = capability.hidden_states(lm, tok, c, layers=drift_layers, n_tokens=capability_tokens,
+                                          seq_len=hp.mom2_seq_len)
+        for l in drift_layers:
+            ref, now = reference_states[name][l], states[l]
+            rel = (now - ref).norm(dim=-1) / ref.norm(dim=-1).clamp_min(1e-12)  # [tokens]
+            cos = torch.nn.functional.cosine_similarity(now, ref, dim=-1)
+            for b, start in enumerate(range(0, len(rel), hp.mom2_seq_len)):
+                block = slice(start, start + hp.mom2_seq_len)
+                drift_rows.append(dict(method=method, edits=n_done, corpus=name, layer=l, block=b,
+                                       tokens=len(rel[block]), relative_distance=float(rel[block].mean()),
+                                       cosine=float(cos[block].mean()), **versions()))
+    return pd.DataFrame(ppl_rows), pd.DataFrame(drift_rows)
 
 
 def append(path: Path, frame: pd.DataFrame) -> None:
@@ -138,10 +191,16 @@ checkpointed: dict[str, int] = {}  # edits in each method's checkpoint (ahead of
 for method in methods:
     metrics_path, diag_path = out / f"metrics_raw-{method}.csv", out / f"diagnostics-{method}.csv"
     editor = Editor.prepare(lm, tok, hp, method=method, diagnostics=True, progress=False)
+    capability_path, hidden_path = out / f"capability_raw-{method}.csv", out / f"hidden_drift-{method}.csv"
     if 0 not in done(metrics_path, "edits"):
         append(metrics_path, evaluate_at(0, method))
+    if 0 not in done(capability_path, "edits"):
+        ppl, drift = capability_at(0, method)
+        append(hidden_path, drift)
+        append(capability_path, ppl)
 
-    def on_batch(ed: Editor, batch, report, metrics_path=metrics_path, diag_path=diag_path, method=method) -> None:
+    def on_batch(ed: Editor, batch, report, metrics_path=metrics_path, diag_path=diag_path, method=method,
+                 capability_path=capability_path, hidden_path=hidden_path) -> None:
         n_done = report.edits_done
         if report.batch not in done(diag_path, "batch"):
             rows = []
@@ -157,8 +216,14 @@ for method in methods:
                                  target_loss=report.target_loss_mean, seconds=report.seconds_targets
                                  + report.seconds_keys + report.seconds_solve))
             append(diag_path, pd.DataFrame(rows))
+        if n_done in milestones and not snapshot_path(run_dir / method, n_done).exists():
+            ed.save_snapshot(snapshot_path(run_dir / method, n_done), **versions())
         if n_done in milestones and n_done not in done(metrics_path, "edits"):
             append(metrics_path, evaluate_at(n_done, method))
+        if n_done in milestones and n_done not in done(capability_path, "edits"):
+            ppl, drift = capability_at(n_done, method)
+            append(hidden_path, drift)
+            append(capability_path, ppl)  # written last: its rows mark the milestone as done
         seconds = report.seconds_targets + report.seconds_keys + report.seconds_solve
         print(f"{method}: {n_done} edits, {seconds:.0f} s for this batch", flush=True)
 
@@ -180,7 +245,8 @@ by_edits.to_csv(out / "metrics_by_edits.csv", index=False)
 keep = {("official", "rewrite", "efficacy"), ("official", "paraphrase", "generalization"),
         ("official", "neighborhood", "specificity"), ("easyedit", "rewrite", "rewrite_acc"),
         ("easyedit", "paraphrase", "rephrase_acc"), ("easyedit", "neighborhood", "locality"),
-        ("generation", "rewrite", "exact_match")}
+        ("generation", "rewrite", "exact_match"), ("official", "generation", "fluency"),
+        ("official", "generation", "consistency")}
 plot = by_edits[[k in keep for k in zip(by_edits.family, by_edits.prompt_kind, by_edits.metric)]].copy()
 plot["measure"] = plot.family + ": " + plot.metric
 g = sns.relplot(plot, x="edits", y="mean", hue="method", col="measure", col_wrap=4, kind="line", marker="o",
@@ -192,6 +258,28 @@ g.set_titles("{col_name}")
 g.figure.savefig(out / "accuracy_vs_edits.png", dpi=120)
 pivot = plot.pivot_table(index=["method", "edits"], columns="measure", values="mean").round(3)
 pivot
+
+# %% [markdown]
+# ## AlphaEdit − MEMIT, paired on the same records
+# Both methods edit the same stream and are scored on the same seeded sample of records at each milestone, so the
+# comparison is the per-record difference, with a paired bootstrap 95% interval (2,000 resamples of the records;
+# `alphaedit_core/metrics/paired.py`). Above the zero line AlphaEdit is higher; for every measure here higher is
+# better.
+
+# %%
+raw_edited = raw[raw.edits > 0]
+paired = paired_differences(raw_edited, "alphaedit", "memit") if set(methods) >= {"alphaedit", "memit"} and len(
+    set(raw_edited[raw_edited.method == "alphaedit"].edits) & set(raw_edited[raw_edited.method == "memit"].edits)
+) else pd.DataFrame()
+if len(paired):
+    paired = paired[[k in keep for k in zip(paired.family, paired.prompt_kind, paired.metric)]]
+    paired.to_csv(out / "paired_differences.csv", index=False)
+    fig = plot_paired_differences(paired, panel=("family", "metric"), hue=None)
+    fig.savefig(out / "paired_differences.png", dpi=120, bbox_inches="tight")
+    show = paired.assign(measure=paired.family + ": " + paired.metric,
+                         interval=[f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi in
+                                   zip(paired["diff"], paired.ci_low, paired.ci_high)])
+    display(show.pivot_table(index="edits", columns="measure", values="interval", aggfunc="first"))
 
 # %% [markdown]
 # ## What goes with a collapse: weight growth, conditioning, drift
@@ -224,9 +312,47 @@ onset.to_csv(out / "onsets.csv", index=False)
 onset.astype({c: "Int64" for c in ["first", "drop", "collapse", "last"]})
 
 # %% [markdown]
+# ## General capability and hidden representations
+# Perplexity of each model on two held-out text sources that the statistics never saw, and the distance of its
+# hidden states from the unedited model's on the same tokens (‖h − h⁰‖ / ‖h⁰‖, mean over tokens), at the last
+# edited layer, the middle layer and the last layer. Comparisons are paired over the same text windows
+# (perplexity) and the same token blocks (drift).
+
+# %%
+def tidy(frame: pd.DataFrame, unit: str, metric: str, value: pd.Series) -> pd.DataFrame:
+    """Rows in the evaluator's tidy shape, so that `paired_differences` pairs them by text window / token block."""
+    return pd.DataFrame(dict(case_id=frame.corpus + ":" + frame[unit].astype(str), family="held-out text",
+                             prompt_kind=frame.corpus, metric=metric, value=value, method=frame.method,
+                             edits=frame.edits))
+
+
+cap = pd.concat([pd.read_csv(out / f"capability_raw-{m}.csv") for m in methods
+                 if (out / f"capability_raw-{m}.csv").exists()], ignore_index=True)
+cap = cap.drop_duplicates(["method", "edits", "corpus", "window"], keep="last")
+cap.to_csv(out / "capability_raw.csv", index=False)
+hidden = pd.concat([pd.read_csv(out / f"hidden_drift-{m}.csv") for m in methods
+                    if (out / f"hidden_drift-{m}.csv").exists()], ignore_index=True)
+hidden = hidden.drop_duplicates(["method", "edits", "corpus", "layer", "block"], keep="last")
+hidden.to_csv(out / "hidden_drift.csv", index=False)
+ppl = (cap.groupby(["method", "edits", "corpus"])[["nll_sum", "tokens"]].sum()
+       .assign(perplexity=lambda t: (t.nll_sum / t.tokens).map(math.exp)).reset_index())
+ppl.to_csv(out / "perplexity.csv", index=False)
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+sns.lineplot(ppl, x="edits", y="perplexity", hue="method", style="corpus", marker="o", ax=axes[0])
+axes[0].set(title="held-out perplexity")
+drift_mean = hidden.groupby(["method", "edits", "layer"]).relative_distance.mean().reset_index()
+sns.lineplot(drift_mean, x="edits", y="relative_distance", hue="method", style="layer", marker="o", ax=axes[1])
+axes[1].set(title="hidden-state distance from the unedited model", ylabel="‖h − h⁰‖ / ‖h⁰‖")
+fig.tight_layout()
+fig.savefig(out / "capability.png", dpi=120, bbox_inches="tight")
+nll = tidy(cap, "window", "nll_per_token", cap.nll_sum / cap.tokens)
+drift_rows = pd.concat([tidy(h, "block", f"layer {l}", h.relative_distance) for l, h in hidden.groupby("layer")])
+ppl.pivot_table(index=["method", "edits"], columns="corpus", values="perplexity").round(3)
+
+# %% [markdown]
 # ## Verdicts
 # The decision rules (thresholds included) are in `alphaedit_core/verdicts.py`; this cell only feeds them the
-# means above. A drop or a collapse counts in either metric family: the official efficacy (a probability
+# means above and the paired differences. A drop or a collapse counts in either metric family: the official efficacy (a probability
 # comparison) or EasyEdit's rewrite_acc (token accuracy, the "accuracy" of the claim).
 
 # %%
@@ -241,6 +367,25 @@ rewrite = {m: {e: value(m, e, "easyedit", "rewrite_acc") for e in sorted(set(plo
            for m in methods}
 claims = edit_count_claims(efficacy, rewrite, n_planned=n_edits, checkpointed=checkpointed)
 last = max(e for m in methods for e in efficacy[m])
+both = sorted(set(efficacy.get("alphaedit", {})) & set(efficacy.get("memit", {})) - {0})
+if both:
+    final = both[-1]
+    at = paired[paired.edits == final]
+    p1_rows = {metric: r for metric, r in zip(at.metric, at.to_dict("records"))
+               if metric in ("efficacy", "generalization", "specificity", "locality", "fluency", "consistency")}
+    claims["P1"] = p1_preservation(p1_rows, final)
+    unedited = nll[(nll.method == "alphaedit") & (nll.edits == 0)].assign(method="unedited", edits=final)
+    vs_unedited = paired_differences(pd.concat([nll[(nll.method == "alphaedit") & (nll.edits == final)], unedited]),
+                                     "alphaedit", "unedited", by=("prompt_kind",))
+    vs_memit = paired_differences(nll[nll.edits == final], "alphaedit", "memit", by=("prompt_kind",))
+    claims["P2"] = p2_capability(dict(zip(vs_unedited.prompt_kind, vs_unedited.to_dict("records"))),
+                                 dict(zip(vs_memit.prompt_kind, vs_memit.to_dict("records"))), final)
+    drift_paired = paired_differences(drift_rows[drift_rows.edits == final], "alphaedit", "memit",
+                                      by=("metric",))
+    claims["P3"] = p3_representations(dict(zip(drift_paired.metric, drift_paired.to_dict("records"))), final)
+    pd.concat([vs_unedited.assign(comparison="alphaedit - unedited"), vs_memit.assign(comparison="alphaedit - memit"),
+               drift_paired.assign(comparison="alphaedit - memit")]).to_csv(out / "paired_capability.csv",
+                                                                              index=False)
 summary = dict(model=model_dir, notebook="edit_count", n_edits=last, n_edits_planned=n_edits,
                edits_checkpointed=checkpointed, batch_size=batch_size, quick=quick, methods=methods,
                milestones=milestones, eval_cap=eval_cap, claims=claims)

@@ -154,3 +154,13 @@ def test_snapshot_gives_back_the_exact_state_and_scores(tmp_path):
             assert torch.equal(fresh.cache_c[l], cache_c[l])
     with pytest.raises(ckpt.CheckpointMismatch, match="model_fingerprint"):
         build_editor(seed=1).load_snapshot(ckpt.snapshot_path(tmp_path / "ck", 2))
+
+
+def test_run_refuses_a_stream_with_conflicting_or_duplicate_requests():
+    conflicting = REQUESTS + [EditRequest("The capital of {} is", "France", "Berlin", "Paris", case_id=9)]
+    with pytest.raises(ValueError, match="two different targets"):
+        build_editor().run(conflicting)
+    with pytest.raises(ValueError, match="duplicate case id"):
+        build_editor().run(REQUESTS + [EditRequest("{} likes", "Paris", "tea", case_id=0)])
+    with pytest.raises(ValueError, match="batch_size=0"):
+        build_editor().run(REQUESTS, batch_size=0)

@@ -22,7 +22,8 @@ def tiny_setup(tmp_path, monkeypatch):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join([TEXT] * 4))
     hp = EditHParams(layers=[1, 2], v_num_grad_steps=4, context_template_count=2, context_template_length=5,
-                     mom2_corpus=str(corpus), mom2_n_tokens=300, mom2_seq_len=64, targets_chunk=4, batch_size=2)
+                     mom2_corpus=str(corpus), mom2_n_tokens=300, mom2_seq_len=64, targets_chunk=4, batch_size=2,
+                     nullspace_mode="energy", nullspace_energy=0.1)  # the official 0.02 keeps all of a tiny model
     hp.save(tmp_path / "hparams.json")
     return tmp_path, folder
 
@@ -30,11 +31,13 @@ def tiny_setup(tmp_path, monkeypatch):
 def test_edit_count_notebook_runs_and_resumes(tiny_setup):
     tmp_path, folder = tiny_setup
     params = dict(model=str(folder), label="tiny", hparams=str(tmp_path / "hparams.json"), n_edits=4, batch_size=2,
-                  milestones=[2, 4], eval_cap=4, gen_cap=2, drift_tokens=50, results_dir=str(tmp_path / "results"))
+                  milestones=[2, 4], eval_cap=4, gen_cap=2, fluency_cap=2, drift_tokens=50,
+                  capability_corpora=[str(tmp_path / "corpus.txt")], capability_tokens=60,
+                  results_dir=str(tmp_path / "results"))
     out = tmp_path / "results" / "tiny" / "edit_count"
     run_notebook("edit_count", params, out, ROOT / "notebooks", timeout=600)
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["claims"]) == {"C7", "C11"}
+    assert set(summary["claims"]) == {"C7", "C11", "P1", "P2", "P3"}
     assert summary["edits_checkpointed"] == {"alphaedit": 4, "memit": 4} and summary["n_edits"] == 4
     # 4 edits cannot test claims about 1,000 and more: no verdict is drawn from them
     assert {c["verdict"] for c in summary["claims"].values()} == {"not testable here"}
@@ -45,10 +48,51 @@ def test_edit_count_notebook_runs_and_resumes(tiny_setup):
     assert (locality == 1.0).all()  # EasyEdit locality of the unedited model is 1 by construction
     diag = pd.read_csv(out / "diagnostics.csv")
     assert len(diag) == 2 * 2 * 2 and diag.condition.gt(1).all() and diag.relative_change.gt(0).all()
-    for fig in ("accuracy_vs_edits.png", "diagnostics.png"):
+    for fig in ("accuracy_vs_edits.png", "diagnostics.png", "paired_differences.png", "capability.png"):
         assert (out / fig).stat().st_size > 1000
+    # every milestone of both methods is paired on the same records, and its snapshot re-creates the run's state
+    paired = pd.read_csv(out / "paired_differences.csv")
+    assert sorted(paired.edits.unique()) == [2, 4]
+    assert (paired.n_only_a == 0).all() and (paired.n_only_b == 0).all()
+    efficacy = paired[paired.metric == "efficacy"]
+    assert list(efficacy.n) == list(efficacy.edits)  # every record edited so far (eval_cap 4), both methods
+    raw_rows = pd.read_csv(out / "metrics_raw.csv")
+    assert {"code_version", "evaluator_version"} <= set(raw_rows.columns)
+    assert {"fluency", "consistency"} <= set(raw_rows.metric)
+    snapshots = sorted(p.name for p in (tmp_path / "cache" / "runs" / "edit_count").glob("*/*/snapshots/*"))
+    assert snapshots == ["edits-000002.safetensors"] * 2 + ["edits-000004.safetensors"] * 2
+    cap = pd.read_csv(out / "perplexity.csv")
+    assert set(cap.edits) == {0, 2, 4} and cap.perplexity.gt(1).all()
+    assert_rescored_snapshot_equals_the_run(tmp_path, folder, out)
     raw = (out / "metrics_raw-alphaedit.csv").read_text()
     # a second run finds the checkpoints and the milestone rows: nothing is recomputed or duplicated
     run_notebook("edit_count", params, out, ROOT / "notebooks", timeout=600)
     assert (out / "metrics_raw-alphaedit.csv").read_text() == raw
     assert len(pd.read_csv(out / "diagnostics.csv")) == len(diag)
+
+
+
+def assert_rescored_snapshot_equals_the_run(tmp_path, folder, out):
+    """Re-scoring a milestone from its snapshot, without re-editing, equals what the run wrote at that milestone."""
+    from alphaedit_core.checkpoint import snapshot_path
+    from alphaedit_core.data import load_offline_counterfact
+    from alphaedit_core.editor import Editor
+    from alphaedit_core.metrics import evaluate
+    from alphaedit_core.models import load_model
+
+    written = pd.read_csv(out / "metrics_raw-alphaedit.csv")
+    written = written[(written.edits == 2) & written.family.isin(["official", "easyedit"])
+                      & ~written.metric.isin(["fluency", "consistency"])]  # those come from their own subsample
+    model, tok = load_model(str(folder))
+    editor = Editor.prepare(model, tok, EditHParams.load(tmp_path / "hparams.json"), progress=False)
+    run_dir = next((tmp_path / "cache" / "runs" / "edit_count").iterdir())
+    meta = editor.load_snapshot(snapshot_path(run_dir / "alphaedit", 2))
+    records = load_offline_counterfact(n=4, seed=0)
+    assert meta["case_ids"] == [r["case_id"] for r in records[:2]]
+    baseline = json.loads((run_dir / "baseline.json").read_text())
+    again = evaluate(model, tok, records[:2], baseline=baseline, families=("official", "easyedit"),
+                     edited=records[:2], progress=False)
+    key = ["case_id", "family", "prompt_kind", "metric"]
+    merged = written.merge(again, on=key, suffixes=("_run", "_rescored"))
+    assert len(merged) == len(again) == len(written) > 0
+    assert (merged.value_run - merged.value_rescored).abs().max() < 1e-12

@@ -30,7 +30,7 @@ def keys_by_hand(model, tok, adapter, layer, docs):
 def test_second_moment_is_the_mean_of_k_kT_over_real_tokens():
     model, tok = tiny_model("llama"), tiny_tokenizer()
     a = ModelAdapter.from_model(model)
-    covs, counted = compute_second_moments(model, tok, a, [1, 3], TextCorpus(DOCS, "t"), n_tokens=10_000,
+    covs, counted = compute_second_moments(model, tok, a, [1, 3], TextCorpus(DOCS, "t"), n_tokens=None,
                                            seq_len=256, batch_windows=2, progress=False)
     for l in (1, 3):
         k = keys_by_hand(model, tok, a, l, DOCS)
@@ -52,7 +52,7 @@ def test_cache_is_reused_and_a_stale_file_is_refused(tmp_path):
     m0, m1 = tiny_model("llama", seed=0), tiny_model("llama", seed=1)
     a0, a1 = ModelAdapter.from_model(m0), ModelAdapter.from_model(m1)
     corpus, other = TextCorpus(DOCS, "t"), TextCorpus(DOCS[:-1], "t")
-    kw = dict(n_tokens=200, seq_len=64, root=tmp_path, progress=False)
+    kw = dict(n_tokens=180, seq_len=64, root=tmp_path, progress=False)
     f0, f1 = model_fingerprint(m0), model_fingerprint(m1)
     assert f0 != f1 and corpus.identity != other.identity
     first = layer_stats(m0, tok, a0, [1], corpus, fingerprint=f0, **kw)
@@ -61,10 +61,10 @@ def test_cache_is_reused_and_a_stale_file_is_refused(tmp_path):
     again = layer_stats(m0, tok, a0, [1], corpus, fingerprint=f0, **kw)  # read back, not recomputed
     assert torch.equal(first[1], again[1]) and len(list(tmp_path.rglob("*.safetensors"))) == 1
     # a different model / corpus / layer / budget has a different key and a different file
-    key = StatsKey(f0, a0.mlp_out_names[1], corpus.identity, 200, 64, "float32")
-    others = [StatsKey(f1, a1.mlp_out_names[1], corpus.identity, 200, 64, "float32"),
-              StatsKey(f0, a0.mlp_out_names[1], other.identity, 200, 64, "float32"),
-              StatsKey(f0, a0.mlp_out_names[2], corpus.identity, 200, 64, "float32"),
+    key = StatsKey(f0, a0.mlp_out_names[1], corpus.identity, 180, 64, "float32")
+    others = [StatsKey(f1, a1.mlp_out_names[1], corpus.identity, 180, 64, "float32"),
+              StatsKey(f0, a0.mlp_out_names[1], other.identity, 180, 64, "float32"),
+              StatsKey(f0, a0.mlp_out_names[2], corpus.identity, 180, 64, "float32"),
               StatsKey(f0, a0.mlp_out_names[1], corpus.identity, 100, 64, "float32")]
     assert len({k.path(tmp_path) for k in others + [key]}) == 5
     # a stale file placed where another model's statistics belong is refused, naming the mismatch

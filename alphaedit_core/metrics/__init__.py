@@ -6,7 +6,7 @@ argmax tokens for EasyEdit locality), :func:`summarize` (means with 95% confiden
 :func:`paired_differences` (method A − method B on the same records, with a paired 95% interval).
 """
 from .consistency import consistency, fit_tfidf, tfidf_similarity
-from .evaluator import COLUMNS, FAMILIES, check_contamination, compute_baseline, evaluate
+from .evaluator import COLUMNS, EVALUATOR_VERSION, FAMILIES, check_contamination, compute_baseline, evaluate
 from .fluency import fluency, ngram_entropy, text_fluency, word_tokenize
 from .generation import Generation, contains_answer, exact_match, first_answer_span, generate
 from .paired import paired_bootstrap, paired_differences, paired_t, plot_paired_differences
@@ -14,7 +14,7 @@ from .scoring import Probe, TargetScore, encode_prompt, encode_target, score_pai
 from .summary import bootstrap_interval, summarize, t_interval, wilson_interval
 
 __all__ = [
-    "COLUMNS", "FAMILIES", "Generation", "Probe", "TargetScore",
+    "COLUMNS", "EVALUATOR_VERSION", "FAMILIES", "Generation", "Probe", "TargetScore",
     "bootstrap_interval", "check_contamination", "compute_baseline", "consistency", "contains_answer",
     "encode_prompt", "encode_target", "evaluate", "exact_match", "first_answer_span", "fit_tfidf", "fluency",
     "generate", "ngram_entropy", "paired_bootstrap", "paired_differences", "paired_t", "plot_paired_differences",

@@ -53,6 +53,9 @@ from .scoring import Probe, can_share_prefix, score_and_decode, score_pairs
 FAMILIES = ("official", "easyedit", "generation")
 KINDS = ("counterfact", "zsre")
 BASELINE_FORMAT = "alphaedit_core.metrics.baseline"
+# Bumped whenever a change to the metrics (prompts, scoring, parsing, contamination check) can move a number:
+# stored with every score so that scores of different evaluator versions are never mixed unknowingly.
+EVALUATOR_VERSION = 2
 COLUMNS = ["case_id", "family", "prompt_kind", "metric", "value", "n_prompts"]
 ON_CONTAMINATION = ("raise", "report")
 

@@ -64,6 +64,23 @@ OVERLAY: dict[str, list[tuple[str, dict]]] = {
             "condition number and drift on logarithmic vertical axes, one line per method and layer, with a "
             "legend of methods and layers to the right.")}),
         (r"^onset = pd\.DataFrame", {"tags": ["hide-input", "remove-output", "study-after-onsets-table"]}),
+        (r"^raw_edited = raw\[", {"tags": ["hide-input"], **_figure(
+            "fig-paired-differences",
+            "AlphaEdit − MEMIT on the same evaluated records at each milestone, one panel per measure: the mean "
+            "per-record difference with its paired bootstrap 95% interval, and the zero line (no difference). "
+            "Above zero AlphaEdit scores higher; for every measure shown higher is better. An interval that "
+            "crosses zero is no evidence of a difference.",
+            "A grid of small charts, one per measure, each plotting the paired difference AlphaEdit minus MEMIT "
+            "(vertical axis) against the number of edits (horizontal axis) as points with interval bars, around a "
+            "horizontal zero line.")}),
+        (r"^def tidy\(", {"tags": ["hide-input"], **_figure(
+            "fig-capability",
+            "General capability and hidden representations against the number of edits. Left: perplexity on two "
+            "held-out text sources the statistics never saw (fortunes, WordNet glosses), per method. Right: the "
+            "mean relative distance of each edited model's hidden states from the unedited model's on the same "
+            "tokens, at the last edited layer, the middle layer and the last layer. Lower is better in both.",
+            "Two line charts side by side against the number of edits: perplexity per method and text source on "
+            "the left, relative hidden-state distance per method and layer on the right.")}),
         (r"^def value\(", {"tags": ["hide-input", "remove-output", "study-after-chapter-verdicts"]}),
     ],
 }
