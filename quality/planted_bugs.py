@@ -92,7 +92,7 @@ def run_tests() -> tuple[list[str], str]:
     assert probe.startswith(str(WORK)), f"imported {probe}, not the copy"
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", *TESTS],
                          cwd=WORK, env=env, capture_output=True, text=True)
-    failed = sorted(set(re.findall(r"^FAILED (\S+)", out.stdout, re.M)))
+    failed = sorted(set(re.findall(r"^FAILED (.+?)(?: - .*)?$", out.stdout, re.M)))
     return failed, out.stdout.strip().splitlines()[-1] + f"  [imported {probe}]"
 
 

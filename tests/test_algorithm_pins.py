@@ -613,13 +613,27 @@ def test_projector_equals_own_eigendecomposition():
         assert torch.allclose(torch.sort(p.eigenvalues.double()).values, ev, rtol=1e-4, atol=1e-6)
         q = Projector.from_state(p.state())
         assert q.complement == p.complement and q.n_kept == p.n_kept and torch.equal(q.basis, p.basis)
+        assert torch.equal(q.eigenvalues, p.eigenvalues)
     with pytest.raises(ValueError, match="mode"):
         projector_from_cov(cov, mode="other")
     a = projector_from_cov(cov, threshold=2e-2)
     b = projector_from_cov(cov, threshold=0.5)
-    # tr(P_a P_b) / max rank: range(P_a) ⊂ range(P_b) gives 5 / 10
+    # tr(P_a P_b) / max rank: range(P_a) ⊂ range(P_b) gives 5 / 10, in either order
     assert subspace_cosine(a, b) == pytest.approx(0.5, abs=1e-5)
+    assert subspace_cosine(b, a) == pytest.approx(0.5, abs=1e-5)
     assert subspace_cosine(b, b) == pytest.approx(1.0, abs=1e-5)
+    one = Projector(u[:, :1].float(), False, ev.float(), 1)  # rank 1
+    assert subspace_cosine(one, one) == pytest.approx(1.0, abs=1e-5)
+    zero = Projector(torch.zeros(d, 0), False, ev.float(), 0)  # P = 0: no shared direction, and no 0 / 0
+    assert subspace_cosine(zero, zero) == 0.0
+    # a float64 basis works in float64: the dense matrix and the key ratios keep its precision
+    for complement in (False, True):
+        p64, P64 = _random_projector(d, 6, complement)
+        assert p64.dense().dtype == torch.float64 and (p64.dense() - P64).abs().max() < 1e-12
+        keys = torch.randn(4, d, dtype=torch.float32)
+        ratio = p64.key_ratio(keys)
+        assert ratio.dtype == torch.float64
+        assert torch.allclose(ratio, (P64 @ keys.T.double()).norm(dim=0) / keys.double().norm(dim=1), atol=1e-12)
 
 
 # ==================================================================================== second moments, held-out
@@ -681,6 +695,8 @@ def test_heldout_keys_are_the_keys_after_the_skipped_tokens():
         assert got[l].shape == (n, a.d_ff)
         assert rel(got[l], keys[l][skip : skip + n]) < 1e-5
         assert rel(got[l], keys[l][:n]) > 0.05  # not skipping is visible
+    with pytest.raises(ValueError):  # a budget of no token is refused
+        corpus_keys(model, tok, a, [1], corpus, skip_tokens=skip, n_tokens=0, seq_len=1000)
     # skip 0: the first tokens
     got0 = corpus_keys(model, tok, a, [1], corpus, skip_tokens=0, n_tokens=n, seq_len=1000)
     assert rel(got0[1], keys[1][:n]) < 1e-5
