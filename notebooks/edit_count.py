@@ -172,7 +172,17 @@ def capability_at(n_done: int, method: str) -> tuple[pd.DataFrame, pd.DataFrame]
 
 
 def append(path: Path, frame: pd.DataFrame) -> None:
-    frame.to_csv(path, mode="a", header=not path.exists(), index=False)
+    frame.assign(run_key=run_key).to_csv(path, mode="a", header=not path.exists(), index=False)
+
+
+def check_table(path: Path) -> None:
+    """A per-method table written by another run (other model, data, hparams, batch size or seed) is never
+    extended or mistaken for this run's progress."""
+    if path.exists():
+        keys = set(pd.read_csv(path).get("run_key", pd.Series(["(none)"])).astype(str))
+        if keys != {run_key}:
+            raise ValueError(f"{path} holds rows of another run (run_key {sorted(keys)}); this run is {run_key}. "
+                             "Move the old tables away before starting a new stream.")
 
 
 def done(path: Path, column: str) -> set[int]:
@@ -192,6 +202,8 @@ for method in methods:
     metrics_path, diag_path = out / f"metrics_raw-{method}.csv", out / f"diagnostics-{method}.csv"
     editor = Editor.prepare(lm, tok, hp, method=method, diagnostics=True, progress=False)
     capability_path, hidden_path = out / f"capability_raw-{method}.csv", out / f"hidden_drift-{method}.csv"
+    for path in (metrics_path, diag_path, capability_path, hidden_path):
+        check_table(path)
     if 0 not in done(metrics_path, "edits"):
         append(metrics_path, evaluate_at(0, method))
     if 0 not in done(capability_path, "edits"):

@@ -69,6 +69,11 @@ def test_edit_count_notebook_runs_and_resumes(tiny_setup):
     run_notebook("edit_count", params, out, ROOT / "notebooks", timeout=600)
     assert (out / "metrics_raw-alphaedit.csv").read_text() == raw
     assert len(pd.read_csv(out / "diagnostics.csv")) == len(diag)
+    # a table of another run in the results folder is refused, never extended or taken for this run's progress
+    other = pd.read_csv(out / "diagnostics-memit.csv").assign(run_key="another-run")
+    other.to_csv(out / "diagnostics-memit.csv", index=False)
+    with pytest.raises(Exception, match="holds rows of another run"):
+        run_notebook("edit_count", params, out, ROOT / "notebooks", timeout=600)
 
 
 
