@@ -46,6 +46,7 @@ time_budget_min = None  # stop starting new batches after this many minutes (the
 eval_cap = 300  # records evaluated per milestone, a seeded sample of those edited so far (None: all)
 gen_cap = 50  # records of that sample also evaluated by greedy generation
 fluency_cap = 50  # records of that sample also scored for fluency and consistency (100-token generations)
+fluency_at = None  # milestones scored for fluency and consistency (None: the unedited model and the last milestone)
 drift_tokens = 4000  # held-out corpus tokens for the drift of preserved outputs
 capability_corpora = ["fortunes", "wordnet"]  # held-out text sources for perplexity and hidden-state drift
 capability_tokens = 4000  # tokens of each source
@@ -139,13 +140,15 @@ def evaluate_at(n_done: int, method: str) -> pd.DataFrame:
     sample = eval_sample(n_done) if n_done else eval_sample(milestones[-1])
     edited = records[:n_done]  # the evaluator refuses a neighbourhood prompt about any of these subjects
     extra = dict(method=method, edits=n_done, **versions())
-    flu = evaluate(lm, tok, sample[:fluency_cap], families=("official",), fluency=True, max_new_tokens=100,
-                   tfidf_vectorizer=tfidf, edited=edited, extra_columns=extra, progress=False)
     parts = [evaluate(lm, tok, sample, baseline=baseline, families=("official", "easyedit"), edited=edited,
                       extra_columns=extra, progress=False),
              evaluate(lm, tok, sample[:gen_cap], families=("generation",), answer_max_new_tokens=8, edited=edited,
                       extra_columns=extra, progress=False),
-             flu[flu.metric.isin(["fluency", "consistency"])]]
+             ]
+    if n_done in ({0, milestones[-1]} if fluency_at is None else set(fluency_at) | {0}):  # 500 generations each
+        flu = evaluate(lm, tok, sample[:fluency_cap], families=("official",), fluency=True, max_new_tokens=100,
+                       tfidf_vectorizer=tfidf, edited=edited, extra_columns=extra, progress=False)
+        parts.append(flu[flu.metric.isin(["fluency", "consistency"])])
     return pd.concat(parts, ignore_index=True)
 
 
