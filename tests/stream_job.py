@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny import tiny_model, tiny_tokenizer  # noqa: E402
+from tiny import REQUESTS, tiny_model, tiny_tokenizer  # noqa: E402
 
 from alphaedit_core import checkpoint as ckpt  # noqa: E402
 from alphaedit_core import editor as editor_module  # noqa: E402
@@ -26,16 +26,7 @@ from alphaedit_core.arch import ModelAdapter  # noqa: E402
 from alphaedit_core.editor import Editor  # noqa: E402
 from alphaedit_core.hparams import EditHParams  # noqa: E402
 from alphaedit_core.projection import projector_from_cov  # noqa: E402
-from alphaedit_core.requests import EditRequest  # noqa: E402
 
-REQUESTS = [
-    EditRequest("The capital of {} is", "France", "Rome", "Paris", case_id=0),
-    EditRequest("{} speaks", "Danielle Darrieux", "English", "French", case_id=1),
-    EditRequest("The official religion of {} is", "Edwin of Northumbria", "Islam", "Christianity", case_id=2),
-    EditRequest("{} plays the", "Toko Yasuda", "piano", "guitar", case_id=3),
-    EditRequest("{} was created by", "Apple A5", "Google", "Apple", case_id=4),
-    EditRequest("{} is located in", "Berlin", "Japan", "Germany", case_id=5),
-]
 BATCH = 2
 LAYERS = [1, 2]
 

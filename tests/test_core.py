@@ -2,25 +2,16 @@
 import pytest
 import torch
 
-from tiny import ARCHS, TEXT, tiny_model, tiny_tokenizer
+from tiny import ARCHS, REQUESTS, TEXT, tiny_model, tiny_tokenizer
 
 from alphaedit_core.arch import ArchitectureError, ModelAdapter
 from alphaedit_core.editor import Editor
 from alphaedit_core.hparams import EditHParams
 from alphaedit_core.keys import keys_and_outputs
 from alphaedit_core.projection import Projector, projector_from_cov
-from alphaedit_core.requests import EditRequest
 from alphaedit_core.solve import alphaedit_delta, memit_delta
 from alphaedit_core.targets import compute_targets, compute_targets_reference
 
-REQUESTS = [
-    EditRequest("The capital of {} is", "France", "Rome", "Paris", case_id=0),
-    EditRequest("{} speaks", "Danielle Darrieux", "English", "French", case_id=1),
-    EditRequest("The official religion of {} is", "Edwin of Northumbria", "Islam", "Christianity", case_id=2),
-    EditRequest("{} plays the", "Toko Yasuda", "piano", "guitar", case_id=3),
-    EditRequest("{} was created by", "Apple A5", "Google", "Apple", case_id=4),
-    EditRequest("{} is located in", "Berlin", "Japan", "Germany", case_id=5),
-]
 
 
 def hp(**kw) -> EditHParams:

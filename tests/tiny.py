@@ -8,6 +8,8 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers, processors
 from transformers import PreTrainedTokenizerFast
 
+from alphaedit_core.requests import EditRequest
+
 TEXT = """The capital of France is Paris. The capital of Italy is Rome. The capital of Spain is Madrid.
 Danielle Darrieux speaks French. The mother tongue of Danielle Darrieux is English. Toko Yasuda plays the guitar.
 Edwin of Northumbria is a king. The official religion of Edwin of Northumbria is Christianity.
@@ -15,6 +17,16 @@ Apple A5 was created by Google. Berlin is located in Germany. Tokyo is the capit
 Therefore the answer is yes. Because it rains, I stay. You know what I mean. The city of London is large."""
 
 ARCHS = ("llama", "qwen2", "gemma3", "gpt2")
+
+# CounterFact-like rewrites whose subjects and prompts the tiny tokenizer was trained on
+REQUESTS = [
+    EditRequest("The capital of {} is", "France", "Rome", "Paris", case_id=0),
+    EditRequest("{} speaks", "Danielle Darrieux", "English", "French", case_id=1),
+    EditRequest("The official religion of {} is", "Edwin of Northumbria", "Islam", "Christianity", case_id=2),
+    EditRequest("{} plays the", "Toko Yasuda", "piano", "guitar", case_id=3),
+    EditRequest("{} was created by", "Apple A5", "Google", "Apple", case_id=4),
+    EditRequest("{} is located in", "Berlin", "Japan", "Germany", case_id=5),
+]
 
 
 @functools.lru_cache(maxsize=1)
