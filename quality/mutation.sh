@@ -7,7 +7,7 @@
 # Works on a scratch copy (MUTATION_WORKDIR, default /tmp/alphaedit-mutation/<mode>): the repository is never
 # touched except quality/results/<mode>/, where the counts (summary.json), the surviving mutants with their diffs
 # (survivors.md) and the run's log go. Needs the project's .venv with the dev extra (mutmut). Runs at the lowest
-# CPU priority with one thread per worker; MUTATION_JOBS workers (default 2). See quality/README.md.
+# CPU priority (niceness 19, whatever the caller's) with one thread per worker; MUTATION_JOBS workers (default 2). See quality/README.md.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 MODE="${1:-after}"
@@ -101,9 +101,9 @@ start=$(date +%s)
   printf 'scope: %s\n' "${SCOPE[@]}"
   git -C "$ROOT" status --short -- alphaedit_core tests pyproject.toml | sed 's/^/  modified: /'
 } > "$OUT/run.log"
-nice -n 19 "$MUTMUT" run --max-children "$JOBS" "${RUN[@]}" 2>&1 | tr '\r' '\n' | grep -v '^\s*$' | tail -n 40 >> "$OUT/run.log" || true
+nice -n $(( 19 - $(nice) )) "$MUTMUT" run --max-children "$JOBS" "${RUN[@]}" 2>&1 | tr '\r' '\n' | grep -v '^\s*$' | tail -n 40 >> "$OUT/run.log" || true
 end=$(date +%s)
-echo "wall time: $(( (end - start) / 60 )) min $(( (end - start) % 60 )) s, $JOBS workers, $(nproc) cores" >> "$OUT/run.log"
+echo "wall time: $(( (end - start) / 60 )) min $(( (end - start) % 60 )) s, $JOBS workers, $(nproc --all) cores" >> "$OUT/run.log"
 echo "CPU time of the run (user, system; this shell's children):" >> "$OUT/run.log"
 times | tail -n 1 >> "$OUT/run.log"
 

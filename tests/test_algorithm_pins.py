@@ -330,10 +330,11 @@ def test_targets_with_early_stop_and_a_binding_clamp(target_setup):
     a = ModelAdapter.from_model(model)
     base = hp.replace(clamp_norm_factor=0.05, v_num_grad_steps=5)
     first = [my_target(model, tok, r, TEMPLATES, base.replace(v_num_grad_steps=1))[1] for r in REQUESTS]
-    # a stop threshold between the requests' initial losses: some stop at once, the others run all steps
+    # a stop threshold between the requests' initial losses: three stop at once, so that the chunk of five is
+    # rebuilt for the two others (fewer than half active), which run all steps
     ordered = sorted(first)
-    cut = (ordered[1] + ordered[2]) / 2
-    assert ordered[2] - ordered[1] > 1e-3
+    cut = (ordered[2] + ordered[3]) / 2
+    assert ordered[3] - ordered[2] > 1e-3
     h = base.replace(early_stop_loss=cut, targets_chunk=5)
     mine = [my_target(model, tok, r, TEMPLATES, h) for r in REQUESTS]
     assert sorted({m[2] for m in mine}) == [0, 4]  # 0: stopped before any update
@@ -616,6 +617,26 @@ def test_projector_equals_own_eigendecomposition():
         assert torch.equal(q.eigenvalues, p.eigenvalues)
     with pytest.raises(ValueError, match="mode"):
         projector_from_cov(cov, mode="other")
+    # the defaults: the official absolute threshold 2e-2, energy share 0.01, degenerate projectors refused
+    assert projector_from_cov(cov).n_kept == 5
+    assert projector_from_cov(cov, mode="energy").n_kept == 7
+    with pytest.raises(ValueError, match=r"^projector keeps 16 of 16"):
+        projector_from_cov(cov, threshold=10.0)
+    with pytest.raises(ValueError, match=r"^projector of layer 3 keeps 0 of 16"):
+        projector_from_cov(cov, threshold=1e-9, layer=3)
+    assert projector_from_cov(cov, threshold=10.0, allow_degenerate=True).n_kept == 16
+    # "below the threshold" is strict: an eigenvalue equal to it is not kept (a diagonal C has exact eigenvalues)
+    diag = torch.diag(torch.tensor([0.5, 0.25, 1.0, 2.0, 0.125, 4.0], dtype=torch.float64))
+    assert projector_from_cov(diag, threshold=0.5).n_kept == 2
+    # C must be a finite square matrix
+    with pytest.raises(ValueError, match=r"^projector: C must be a square \[d_ff, d_ff\] matrix, got shape \[16, 15\]"):
+        projector_from_cov(cov[:, :15])
+    with pytest.raises(ValueError, match=r"^projector: C must be a square .* got shape \[16\]"):
+        projector_from_cov(cov[0])
+    bad = cov.clone()
+    bad[0, 1], bad[2, 3] = float("nan"), float("inf")
+    with pytest.raises(ValueError, match=r"^projector: C \(16x16\) is not finite: 1 NaN and 1 infinite entries"):
+        projector_from_cov(bad)
     a = projector_from_cov(cov, threshold=2e-2)
     b = projector_from_cov(cov, threshold=0.5)
     # tr(P_a P_b) / max rank: range(P_a) ⊂ range(P_b) gives 5 / 10, in either order
@@ -695,6 +716,8 @@ def test_heldout_keys_are_the_keys_after_the_skipped_tokens():
         assert got[l].shape == (n, a.d_ff)
         assert rel(got[l], keys[l][skip : skip + n]) < 1e-5
         assert rel(got[l], keys[l][:n]) > 0.05  # not skipping is visible
+    one = corpus_keys(model, tok, a, [1], corpus, skip_tokens=skip, n_tokens=n, seq_len=1000, batch_windows=1)
+    assert rel(one[1], keys[1][skip : skip + n]) < 1e-5  # one window per pass, the skip ending on a boundary
     with pytest.raises(ValueError):  # a budget of no token is refused
         corpus_keys(model, tok, a, [1], corpus, skip_tokens=skip, n_tokens=0, seq_len=1000)
     # skip 0: the first tokens
