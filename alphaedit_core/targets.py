@@ -18,6 +18,9 @@ Two implementations with the same result:
   layers above L (δ cannot reach them: attention is causal), and each step re-runs only layers L+1..loss layer on
   the positions from the subject's last token on, with the logits only where the loss reads them. Each request
   keeps its own Adam state and stops on its own; stopped requests leave the chunk when it is rebuilt.
+  The replayed rows are grouped by their number of suffix columns, so no padded column is replayed, and the KL rows
+  stop at the subject's last token (where the KL is read: the tokens after it cannot change it).
+  (benchmarks/results/targets_speed_changes.md: what each candidate change saves, kept or not.)
 """
 from __future__ import annotations
 
@@ -215,26 +218,19 @@ def _cache_kv(cache, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     return cache.key_cache[layer], cache.value_cache[layer]
 
 
-class _Chunk:
-    """Requests optimised together, with everything that does not depend on δ computed once.
+class _Group:
+    """Rows of a chunk replayed together. Rows are re-laid so that every row's subject-last token sits in the same
+    column P (left padding): columns [0, P) are the prefix, run once with a KV cache; columns [P, P + W) are the
+    suffix, replayed at each step. True positions go in `position_ids`, and within a row columns and positions
+    differ by a constant, so relative distances (sliding-window masks) are those of the unpadded prompt."""
 
-    Rows are re-laid so that every row's subject-last token sits in the same column P (left padding):
-    columns [0, P) are the prefix, run once with a KV cache; columns [P, P + W) are the suffix, replayed at each
-    step. True positions go in `position_ids`, and within a row columns and positions differ by a constant, so
-    relative distances (sliding-window masks) are those of the unpadded prompt."""
-
-    def __init__(self, model, tok, adapter: ModelAdapter, requests: list[EditRequest], templates: list[str],
-                 hp: EditHParams):
+    def __init__(self, model, adapter: ModelAdapter, L: int, upper: list[int], ids: torch.Tensor,
+                 lengths: torch.Tensor, lookup: torch.Tensor):
         from transformers import DynamicCache
 
-        self.adapter, self.hp = adapter, hp
-        L, top = hp.layers[-1], hp.loss_layer(adapter.n_layers)
-        self.upper = list(range(L + 1, top + 1))
-        device = next(model.parameters()).device
-        rows = self.rows = _build_rows(tok, requests, templates)
-        ids = rows.tok.input_ids.to(device)
-        lookup = torch.tensor(rows.tok.subject_last, device=device)
-        lengths = torch.tensor(rows.tok.lengths, device=device)
+        self.adapter, self.upper = adapter, upper
+        top = upper[-1] if upper else L
+        device = ids.device
         P, W = int(lookup.max()), int((lengths - lookup).max())
         shift = P - lookup
         cols = torch.arange(P + W, device=device)[None, :] - shift[:, None]  # source position of each column
@@ -252,13 +248,13 @@ class _Chunk:
                 pass
             finally:
                 stop.remove()
-        kv = {l: _cache_kv(cache, l) for l in self.upper} if P > 0 else {}
+        kv = {l: _cache_kv(cache, l) for l in upper} if P > 0 else {}
         self.prefix = _FrozenPrefix({l: k for l, (k, _) in kv.items()}, {l: v for l, (_, v) in kv.items()})
         # 2. the suffix columns against the cached prefix, capturing layer L's output and the arguments each upper
         #    layer receives (masks, position embeddings), to replay them at every step
         store: dict = {}
         handles = [adapter.layers[L].register_forward_hook(lambda _m, _a, out: store.__setitem__("hL", layer_output(out)))]
-        for l in self.upper:
+        for l in upper:
             handles.append(adapter.layers[l].register_forward_pre_hook(_capture_call(store, l, self.prefix),
                                                                        with_kwargs=True))
         handles.append(adapter.layers[top].register_forward_hook(stop_hook))
@@ -270,27 +266,130 @@ class _Chunk:
         finally:
             for h in handles:
                 h.remove()
-        self.calls = {l: store[l] for l in self.upper}
-        self.hL = store["hL"].detach()  # [B, W, d]
-        self.h0 = self.hL[rows.first_rows.to(device), 0]  # [R, d]
-        # label positions in suffix coordinates
-        self.label_rows = rows.label_rows.to(device)
-        self.label_pos = rows.label_pos.to(device) - lookup[self.label_rows]
-        self.kl_rows = rows.kl_rows.to(device)
-        self.request_of_row = rows.request_of_row.to(device)
+        self.calls = {l: store[l] for l in upper}
+        self.hL = store["hL"].detach()  # [b, W, d]
+
+    def replay(self, delta_rows: torch.Tensor) -> torch.Tensor:
+        """Output of the loss layer [b, W, d] with δ ([b, d], one per row) added at the subject's last token."""
+        h = self.hL.clone()
+        h[:, 0] = h[:, 0] + delta_rows.to(h.dtype)
+        for l in self.upper:
+            args, kwargs = self.calls[l]
+            h = layer_output(self.adapter.layers[l](h, *args, **kwargs))
+        return h
+
+
+GROUPINGS = ("single", "kl", "width")
+
+
+class _Chunk:
+    """Requests optimised together, with everything that does not depend on δ computed once.
+
+    The KL prompt is read at the subject's last token only, and attention is causal: its later tokens ("is a")
+    cannot change what is read there, so the KL rows stop at the subject's last token. Rows are replayed in groups
+    (`grouping`): "width" puts rows with the same number of suffix columns together (no padding in the replayed
+    columns), "kl" the KL rows apart from the rewriting rows, "single" all rows in one group, the KL rows whole (the
+    layout before the groups, kept to measure against)."""
+
+    def __init__(self, model, tok, adapter: ModelAdapter, requests: list[EditRequest], templates: list[str],
+                 hp: EditHParams, grouping: str = "width", fused_head: bool = False):
+        if grouping not in GROUPINGS:
+            raise ValueError(f"grouping must be one of {GROUPINGS}, not {grouping!r}")
+        self.adapter, self.hp, self.fused_head = adapter, hp, fused_head
+        L, top = hp.layers[-1], hp.loss_layer(adapter.n_layers)
+        upper = list(range(L + 1, top + 1))
+        device = next(model.parameters()).device
+        rows = self.rows = _build_rows(tok, requests, templates)
+        ids = rows.tok.input_ids.to(device)
+        lookup = torch.tensor(rows.tok.subject_last, device=device)
+        lengths = torch.tensor(rows.tok.lengths, device=device)
+        kl_rows = rows.kl_rows.to(device)
+        if grouping != "single":
+            lengths[kl_rows] = lookup[kl_rows] + 1
+        width = lengths - lookup
+        if grouping == "width":
+            key = width
+        elif grouping == "kl":
+            key = torch.zeros_like(width)
+            key[kl_rows] = 1
+        else:
+            key = torch.zeros_like(width)
+        keys = key.unique().tolist()
+        group_of_row = torch.searchsorted(torch.tensor(keys, device=device), key)
+        local = torch.zeros_like(key)
+        members = []
+        for g in range(len(keys)):
+            idx = (group_of_row == g).nonzero()[:, 0]
+            local[idx] = torch.arange(len(idx), device=device)
+            members.append(idx)
+        self.groups = [_Group(model, adapter, L, upper, ids[idx], lengths[idx], lookup[idx]) for idx in members]
+        request_of_row = rows.request_of_row.to(device)
+        self.group_requests = [request_of_row[idx] for idx in members]
+        # label positions, group by group, in suffix coordinates; the label metadata in the same order
+        label_rows = rows.label_rows.to(device)
+        label_group = group_of_row[label_rows]
+        order = torch.cat([(label_group == g).nonzero()[:, 0] for g in range(len(keys))])
+        label_rows = label_rows[order]
+        label_cols = rows.label_pos.to(device)[order] - lookup[label_rows]
+        self.label_index = [(local[label_rows[label_group[order] == g]], label_cols[label_group[order] == g])
+                            for g in range(len(keys))]
+        self.labels = rows.labels.to(device)[order]
+        self.label_weight = rows.label_weight.to(device)[order]
+        self.label_request = rows.label_request.to(device)[order]
+        # the KL rows, group by group, and the permutation back to request order
+        kl_group = group_of_row[kl_rows]
+        self.kl_index = [local[kl_rows[kl_group == g]] for g in range(len(keys))]
+        kl_order = torch.cat([(kl_group == g).nonzero()[:, 0] for g in range(len(keys))])
+        self.kl_back = torch.empty_like(kl_order)
+        self.kl_back[kl_order] = torch.arange(len(kl_order), device=device)
+        # h0: layer L's output at the bare template's subject token
+        first = rows.first_rows.to(device)
+        self.h0 = torch.zeros(len(requests), adapter.d_model, device=device)
+        for g, grp in enumerate(self.groups):
+            sel = (group_of_row[first] == g).nonzero()[:, 0]
+            self.h0[sel] = grp.hL[local[first[sel]], 0]
         self.kl_init: torch.Tensor | None = None
 
     def losses(self, delta: torch.Tensor) -> torch.Tensor:
         """Per-request loss [R] for deltas [R, d]."""
-        h = self.hL.clone()
-        h[:, 0] = h[:, 0] + delta[self.request_of_row].to(h.dtype)
-        for l in self.upper:
-            args, kwargs = self.calls[l]
-            h = layer_output(self.adapter.layers[l](h, *args, **kwargs))
-        loss, self.kl_init = _losses(
-            self.hp, self.rows, self.adapter, h[self.label_rows, self.label_pos], h[self.kl_rows, 0], self.kl_init,
-            delta, self.h0.norm(dim=-1))
+        at_labels, at_kl = [], []
+        for grp, req, (lrows, lcols), krows in zip(self.groups, self.group_requests, self.label_index, self.kl_index):
+            h = grp.replay(delta[req])
+            at_labels.append(h[lrows, lcols])
+            at_kl.append(h[krows, 0])
+        at_labels, at_kl = torch.cat(at_labels), torch.cat(at_kl)[self.kl_back]
+        if not self.fused_head:
+            loss, self.kl_init = _losses(self.hp, self._rows_view(), self.adapter, at_labels, at_kl, self.kl_init,
+                                         delta, self.h0.norm(dim=-1))
+            return loss
+        loss, self.kl_init = _head_losses(self.hp, self.adapter, at_labels, at_kl, self.labels, self.label_weight,
+                                          self.label_request, self.kl_init, delta, self.h0.norm(dim=-1))
         return loss
+
+    def _rows_view(self) -> _Rows:
+        """The rows with the label metadata in this chunk's label order (for `_losses`)."""
+        r = self.rows
+        return _Rows(r.tok, r.request_of_row, r.label_rows, r.label_pos, self.labels, self.label_weight,
+                     self.label_request, r.kl_rows, r.first_rows)
+
+
+def _head_losses(hp: EditHParams, adapter: ModelAdapter, at_labels: torch.Tensor, at_kl: torch.Tensor,
+                 labels: torch.Tensor, label_weight: torch.Tensor, label_request: torch.Tensor,
+                 kl_init: torch.Tensor | None, delta: torch.Tensor, h0_norm: torch.Tensor):
+    """`_losses` with one pass of the final norm and LM head over the label and KL rows together, and the NLL as
+    logsumexp − picked logit (no [P, V] log-probabilities). Measured no faster than `_losses` on CPU (the head's
+    matmul dominates, logsumexp materialises the same temporaries): kept as an option, off by default."""
+    n, p = delta.shape[0], at_labels.shape[0]
+    logits = adapter.logits(adapter.final_norm(torch.cat([at_labels, at_kl]))).float()
+    lab = logits[:p]
+    picked = lab.gather(1, labels[:, None])[:, 0]
+    nll = torch.zeros(n, device=logits.device).index_add(0, label_request, (lab.logsumexp(-1) - picked) * label_weight)
+    kl_logp = logits[p:].log_softmax(-1)
+    if kl_init is None:
+        kl_init = kl_logp.detach()
+    kl = (kl_logp.exp() * (kl_logp - kl_init)).sum(-1)
+    wd = delta.norm(dim=-1) / h0_norm**2
+    return nll + hp.kl_factor * kl + hp.v_weight_decay * wd, kl_init
 
 
 def _is_cache(value) -> bool:
@@ -309,10 +408,12 @@ def _capture_call(store: dict, layer: int, prefix: _FrozenPrefix):
 
 def compute_targets(
     model, tok, adapter: ModelAdapter, requests: list[EditRequest], templates: list[str], hp: EditHParams,
-    progress: bool = False, rebuild_below: float = 0.5,
+    progress: bool = False, rebuild_below: float = 0.5, grouping: str = "width", fused_head: bool = False,
 ) -> TargetResult:
     """All requests, `hp.targets_chunk` at a time, with the caching described in the module docstring.
-    A chunk is rebuilt for its still-active requests when fewer than `rebuild_below` of its requests are active."""
+    A chunk is rebuilt for its still-active requests when fewer than `rebuild_below` of its requests are active.
+    `grouping` and `fused_head` choose the layout of the replayed rows and the loss head (see `_Chunk`,
+    `_head_losses`); every choice gives the same z to float rounding, the defaults are the fastest measured."""
     device = next(model.parameters()).device
     n = len(requests)
     zs = torch.zeros(n, adapter.d_model, device=device)
@@ -323,7 +424,8 @@ def compute_targets(
     order = sorted(range(n), key=lambda i: _suffix_length(tok, requests[i]))  # little padding within a chunk
     for start in range(0, n, hp.targets_chunk):
         ids = order[start : start + hp.targets_chunk]
-        res = _optimise(model, tok, adapter, [requests[i] for i in ids], templates, hp, rebuild_below)
+        res = _optimise(model, tok, adapter, [requests[i] for i in ids], templates, hp, rebuild_below,
+                        dict(grouping=grouping, fused_head=fused_head))
         zs[ids], h0s[ids], steps[ids], last[ids] = res.z, res.h0, res.steps, res.loss
         bar.update(len(ids))
     bar.close()
@@ -336,10 +438,10 @@ def _suffix_length(tok, request: EditRequest) -> int:
     return len(ids) - idx + len(target_ids(tok, request.target_new)) - 1
 
 
-def _optimise(model, tok, adapter, requests, templates, hp, rebuild_below) -> TargetResult:
+def _optimise(model, tok, adapter, requests, templates, hp, rebuild_below, layout: dict) -> TargetResult:
     n = len(requests)
     device = next(model.parameters()).device
-    chunk = _Chunk(model, tok, adapter, requests, templates, hp)
+    chunk = _Chunk(model, tok, adapter, requests, templates, hp, **layout)
     members = torch.arange(n, device=device)  # requests present in the chunk
     h0 = chunk.h0.clone()
     delta = torch.zeros(n, adapter.d_model, device=device)
@@ -352,7 +454,7 @@ def _optimise(model, tok, adapter, requests, templates, hp, rebuild_below) -> Ta
         if int(active[members].sum()) < rebuild_below * len(members):
             keep = active.nonzero()[:, 0]
             saved_kl = chunk.kl_init
-            chunk = _Chunk(model, tok, adapter, [requests[i] for i in keep.tolist()], templates, hp)
+            chunk = _Chunk(model, tok, adapter, [requests[i] for i in keep.tolist()], templates, hp, **layout)
             # the unedited model's KL distribution stays the one of step 0
             chunk.kl_init = saved_kl[_positions(members, keep)]
             members = keep

@@ -1,96 +1,161 @@
-"""Seconds per edit batch on a real model, split into target optimisation / keys / solve; statistics throughput;
-peak memory; and the same batch's targets through the straightforward per-request implementation, with the ratio.
+"""Seconds per request of one edit batch on real offline models, split into target optimisation / keys / solve, the
+projected hours for a 2,000-edit stream, peak memory, and (optionally) the same batch's targets through another
+version of targets.py or the per-request implementation, alternated with the installed one in the same process.
 
-    python benchmarks/edit_speed.py --model smollm2-135m-instruct --batch 100 --reference 100
+    python benchmarks/edit_speed.py --models smollm2-135m-instruct qwen2.5-coder-0.5b-instruct --batch 100 \
+        --out benchmarks/results/edit_speed-{model}-after.md
+    python benchmarks/edit_speed.py --models smollm2-135m-instruct --batch 25 --before old_targets.py
 
-`--reference N` times the per-request implementation on the first N requests of the batch (N < batch gives an
-extrapolated per-batch time, marked as such). Prints a markdown table; `--json PATH` also writes the numbers.
+Each model runs in its own process (so that peak memory is the model's). The projectors come from the statistics
+measured here (`--stats-tokens` tokens) unless the cache holds the preset's: the solve's time depends on the
+shapes, not on the values. `--before PATH` times the batch's targets with PATH's `compute_targets` and the installed
+one, alternately (`--rounds` times each), and prints the ratio; `--reference N` times the per-request version on N
+requests. Prints markdown tables (with date, load average, threads, torch version); `--out` writes them, `{model}`
+in the path is replaced by the model's name.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import datetime
+import importlib.util
+import os
 import platform
 import resource
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from alphaedit_core.arch import ModelAdapter
-from alphaedit_core.corpus import get_corpus
-from alphaedit_core.data import load_offline_counterfact, to_requests
-from alphaedit_core.editor import Editor
-from alphaedit_core.hparams import EditHParams
-from alphaedit_core.models import load_model
-from alphaedit_core.stats import compute_second_moments
-from alphaedit_core.targets import compute_targets, compute_targets_reference
+
+def load_impl(path: str):
+    name = "alphaedit_core._bench_targets_" + Path(path).stem.replace("-", "_").replace(".", "_")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_model(args, name: str) -> str:
+    from alphaedit_core.arch import ModelAdapter
+    from alphaedit_core.corpus import get_corpus
+    from alphaedit_core.data import load_offline_counterfact, to_requests
+    from alphaedit_core.editor import Editor
+    from alphaedit_core.hparams import EditHParams
+    from alphaedit_core.models import load_model
+    from alphaedit_core.projection import projector_from_cov
+    from alphaedit_core.stats import compute_second_moments
+    from alphaedit_core.targets import compute_targets, compute_targets_reference
+
+    torch.manual_seed(args.seed)
+    model, tok = load_model(name)
+    hp = EditHParams.load(args.preset or name)
+    adapter = ModelAdapter.from_model(model)
+    load_start = os.getloadavg()
+    rows = []
+
+    corpus = get_corpus(hp.mom2_corpus)
+    t0 = time.perf_counter()
+    covs, counted = compute_second_moments(model, tok, adapter, hp.layers, corpus, n_tokens=args.stats_tokens,
+                                           seq_len=hp.mom2_seq_len, progress=False)
+    stats_s = time.perf_counter() - t0
+    rows.append((f"statistics throughput (tokens/s, layers {hp.layers})", counted / stats_s))
+    projectors = {l: projector_from_cov(c, threshold=hp.nullspace_threshold, mode=hp.nullspace_mode,
+                                        energy=hp.nullspace_energy, allow_degenerate=True) for l, c in covs.items()}
+    editor = Editor(model, tok, hp, method="alphaedit", projectors=projectors, covs=covs, progress=False)
+    requests = to_requests(load_offline_counterfact(n=args.batch, seed=args.seed))
+    n = len(requests)
+
+    extra = []
+    if args.before:  # targets only, alternated: before, installed, before, installed, ...
+        old = load_impl(args.before)
+        t_old, t_new = [], []
+        for _ in range(args.rounds):
+            t0 = time.perf_counter()
+            r_old = old.compute_targets(model, tok, adapter, requests, editor.templates, hp)
+            t_old.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            r_new = compute_targets(model, tok, adapter, requests, editor.templates, hp)
+            t_new.append(time.perf_counter() - t0)
+        ratios = sorted(o / x for o, x in zip(t_old, t_new))
+        extra += [
+            (f"targets, {args.before} (s per request; rounds)", min(t_old) / n, ", ".join(f"{t / n:.3f}" for t in t_old)),
+            ("targets, installed targets.py (s per request; rounds)", min(t_new) / n,
+             ", ".join(f"{t / n:.3f}" for t in t_new)),
+            ("speed-up of the targets, per round (x)", ratios[len(ratios) // 2], ", ".join(f"{r:.3f}" for r in ratios)),
+            ("max abs z difference, before vs installed", float((r_old.z - r_new.z).abs().max()), ""),
+            ("requests with the same number of steps, before vs installed", int((r_old.steps == r_new.steps).sum()), f"of {n}"),
+        ]
+    if args.reference:
+        m = min(args.reference, n)
+        t0 = time.perf_counter()
+        ref = compute_targets_reference(model, tok, adapter, requests[:m], editor.templates, hp)
+        ref_s = time.perf_counter() - t0
+        fast = compute_targets(model, tok, adapter, requests[:m], editor.templates, hp)
+        extra += [(f"per-request reference targets, {m} requests (s per request)", ref_s / m, ""),
+                  ("max abs z difference, installed vs per-request reference", float((fast.z - ref.z).abs().max()), ""),
+                  ("requests with the same number of steps as the reference", int((fast.steps == ref.steps).sum()), f"of {m}")]
+
+    report = editor.edit_batch(requests)  # the full batch, installed targets
+    total = report.seconds_targets + report.seconds_keys + report.seconds_solve
+    rows += [
+        (f"targets (s per request, batch {n})", report.seconds_targets / n),
+        (f"keys (s per request, batch {n})", report.seconds_keys / n),
+        (f"solve (s per request, batch {n})", report.seconds_solve / n),
+        ("total (s per request)", total / n),
+        ("mean Adam steps per request", report.target_steps_mean),
+        (f"projected 2,000 edits, batches of {n} (hours)", total * 2000 / n / 3600),
+        ("peak resident memory (GiB)", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20),
+    ]
+    load_end = os.getloadavg()
+    lines = [f"# edit speed: {name}, batch {n}", "",
+             f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.processor() or platform.machine()}, "
+             f"{os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+             f"targets_chunk {hp.targets_chunk}; load average (1/5/15 min) at the start "
+             f"{'/'.join(f'{x:.1f}' for x in load_start)}, at the end {'/'.join(f'{x:.1f}' for x in load_end)}",
+             "", "| measure | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4g} |" for k, v in rows]
+    if extra:
+        lines += ["", "| comparison | value | detail |", "|---|---|---|"]
+        lines += [f"| {k} | {v:.4g} | {d} |" for k, v, d in extra]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--preset", default=None, help="hparams preset (default: the model's)")
+    ap.add_argument("--models", nargs="+", default=["smollm2-135m-instruct"])
+    ap.add_argument("--preset", default=None, help="hparams preset (default: each model's)")
     ap.add_argument("--batch", type=int, default=100)
-    ap.add_argument("--reference", type=int, default=100, help="requests timed through the per-request version")
-    ap.add_argument("--stats-tokens", type=int, default=20_000, help="tokens for the statistics throughput")
+    ap.add_argument("--before", default=None, help="another targets.py to time against the installed one")
+    ap.add_argument("--rounds", type=int, default=1, help="alternating rounds with --before")
+    ap.add_argument("--reference", type=int, default=0, help="requests timed through the per-request version")
+    ap.add_argument("--stats-tokens", type=int, default=10_000, help="tokens for the statistics (and projectors)")
+    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--out", default=None, help="markdown output; {model} is replaced by the model name")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if len(args.models) > 1:  # one process per model: peak memory is the model's own
+        for name in args.models:
+            cmd = [sys.executable, __file__, "--models", name] + [
+                x for i, x in enumerate(sys.argv[1:]) if not _is_models_arg(sys.argv[1:], i)]
+            subprocess.run(cmd, check=True)
+        return
+    text = run_model(args, args.models[0])
+    print(text)
+    if args.out:
+        Path(args.out.replace("{model}", args.models[0])).write_text(text)
 
-    torch.manual_seed(args.seed)
-    model, tok = load_model(args.model)
-    hp = EditHParams.load(args.preset or args.model)
-    adapter = ModelAdapter.from_model(model)
-    rows = []
 
-    # statistics throughput (fresh computation, not the cache)
-    corpus = get_corpus(hp.mom2_corpus)
-    t0 = time.perf_counter()
-    _, counted = compute_second_moments(model, tok, adapter, hp.layers, corpus, n_tokens=args.stats_tokens,
-                                        seq_len=hp.mom2_seq_len, progress=False)
-    stats_s = time.perf_counter() - t0
-    rows.append(("statistics throughput (tokens/s, layers %s)" % hp.layers, counted / stats_s))
-
-    editor = Editor.prepare(model, tok, hp, method="alphaedit", progress=False)
-    requests = to_requests(load_offline_counterfact(n=args.batch, seed=args.seed))
-
-    # the per-request reference on the same requests' targets (the model is not edited yet)
-    n_ref = min(args.reference, args.batch)
-    t0 = time.perf_counter()
-    ref = compute_targets_reference(model, tok, adapter, requests[:n_ref], editor.templates, hp)
-    ref_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    fast_only = compute_targets(model, tok, adapter, requests[:n_ref], editor.templates, hp)
-    fast_sub_s = time.perf_counter() - t0
-    rel = float(((fast_only.z - ref.z).norm(dim=-1) / ref.z.norm(dim=-1)).max())
-    same_steps = int((fast_only.steps == ref.steps).sum())
-
-    report = editor.edit_batch(requests)  # the full batch, fast targets
-    total = report.seconds_targets + report.seconds_keys + report.seconds_solve
-    ref_batch = ref_s * args.batch / n_ref
-    rows += [
-        (f"batch of {args.batch}: target optimisation (s)", report.seconds_targets),
-        (f"batch of {args.batch}: keys (s)", report.seconds_keys),
-        (f"batch of {args.batch}: solve (s)", report.seconds_solve),
-        (f"batch of {args.batch}: total (s)", total),
-        ("mean Adam steps per request", report.target_steps_mean),
-        (f"per-request targets, {n_ref} requests (s)", ref_s),
-        (f"batched targets, same {n_ref} requests (s)", fast_sub_s),
-        (f"speed-up of target optimisation on {n_ref} requests (x)", ref_s / fast_sub_s),
-        ("per-request targets, per batch (s)" + ("" if n_ref == args.batch else " [extrapolated]"), ref_batch),
-        ("max relative difference of z, batched vs per-request", rel),
-        (f"requests with the same number of steps (of {n_ref})", same_steps),
-        ("projected 2,000 edits, batches of %d (min)" % args.batch, total * 2000 / args.batch / 60),
-        ("peak resident memory (GiB)", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20),
-    ]
-    print(f"\nmodel {args.model}, {platform.processor() or platform.machine()}, torch threads "
-          f"{torch.get_num_threads()}, torch {torch.__version__}\n")
-    print("| measure | value |\n|---|---|")
-    for name, value in rows:
-        print(f"| {name} | {value:.4g} |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({name: value for name, value in rows}, f, indent=1)
+def _is_models_arg(argv: list[str], i: int) -> bool:
+    """Whether argv[i] belongs to the --models option."""
+    j = i
+    while j >= 0 and not argv[j].startswith("--"):
+        j -= 1
+    return j >= 0 and argv[j] == "--models"
 
 
 if __name__ == "__main__":
