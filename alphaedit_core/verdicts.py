@@ -9,9 +9,10 @@ rewrite_acc (teacher-forced token accuracy, the "accuracy" the claim speaks of).
   drop beyond `LONG` edits (more than `DROP` below the first milestone, for some method in some family) and a
   collapse by the last milestone (below `COLLAPSE` × the first milestone, for some method in some family) →
   reproduced; stable with only one of the two → partly reproduced; otherwise not reproduced.
-- C11 (start small): the reference method stable at the first milestone and more than `DROP` away from it at the
-  last in some family → reproduced (the small run is a needed sanity check and does not predict the long run);
-  otherwise partly reproduced.
+- C11 (start small): two readings are tested. The small run as a sanity check (the reference method stable at the
+  first milestone) and the small run as a forecast (its scores within `DROP` of the last milestone's in every
+  family). Both → reproduced; a sanity check that passes but does not forecast the long run → partly reproduced;
+  an unstable first milestone (the check flags a problem, nothing to forecast) → partly reproduced.
 - Both are "not testable here" until the stream has reached max(`LONG`, planned edits).
 
 P1–P3 (the paper's own claims) are judged on paired differences AlphaEdit − MEMIT at the last milestone (rows with
@@ -109,7 +110,7 @@ def edit_count_claims(
         c7 = ("reproduced" if stable and dropped and collapsed
               else "partly reproduced" if stable and (dropped or collapsed)
               else "not reproduced")
-        c11 = "reproduced" if stable and moved else "partly reproduced"
+        c11 = "reproduced" if stable and not moved else "partly reproduced"
     else:
         c7 = c11 = "not testable here"
         ahead = ", ".join(f"{m} {k}" for m, k in (checkpointed or {}).items())
@@ -126,8 +127,10 @@ def edit_count_claims(
     if final > first:
         c11_evidence += f"; at {final} edits: " + ", ".join(
             f"{f} {s[final]:.1%}" for f, s in ref_scores.items() if final in s)
-        c11_evidence += (": the small run is a needed sanity check but does not predict the long run."
-                         if moved else f": within {DROP * 100:.0f} points.")
+        c11_evidence += (f": the {first}-edit run is "
+                         + ("a passed sanity check" if stable else "unstable already (the check flags a problem)")
+                         + (f", but it does not forecast the long run (moved more than {DROP * 100:.0f} points)."
+                            if moved else f", and it forecasts the long run (within {DROP * 100:.0f} points)."))
     else:
         c11_evidence += "."
     return {"C7": dict(verdict=c7, evidence=c7_evidence + note),

@@ -147,19 +147,22 @@ def get(quantity_key, timing="after_sequence"):
 
 
 gaps = pd.DataFrame([
-    dict(choice="teacher forcing vs free generation (contains)", quantity="edit success",
+    dict(choice="teacher forcing vs free generation (contains)", quantity="edit success", between="EasyEdit vs generation",
          gap=get(("easyedit", "rewrite", "rewrite_acc")) - get(("generation", "rewrite", "contains"))),
     dict(choice="generation: contains vs exact match of the first answer span", quantity="edit success",
+         between="within generation",
          gap=get(("generation", "rewrite", "contains")) - get(("generation", "rewrite", "exact_match"))),
-    dict(choice="partial credit vs all tokens right", quantity="edit success",
+    dict(choice="partial credit vs all tokens right", quantity="edit success", between="EasyEdit vs official",
          gap=get(("easyedit", "rewrite", "rewrite_acc")) - get(("official", "rewrite", "strict_acc"))),
-    dict(choice="probability comparison vs all tokens right", quantity="edit success",
+    dict(choice="probability comparison vs all tokens right", quantity="edit success", between="within official",
          gap=get(("official", "rewrite", "efficacy")) - get(("official", "rewrite", "strict_acc"))),
     dict(choice="probability comparison vs token accuracy", quantity="generalisation",
+         between="official vs EasyEdit",
          gap=get(("official", "paraphrase", "generalization")) - get(("easyedit", "paraphrase", "rephrase_acc"))),
-    dict(choice="P(true)>P(new) vs argmax unchanged", quantity="locality",
+    dict(choice="P(true)>P(new) vs argmax unchanged", quantity="locality", between="official vs EasyEdit",
          gap=get(("official", "neighborhood", "specificity")) - get(("easyedit", "neighborhood", "locality"))),
-    *[dict(choice="right after the batch vs after the sequence", quantity=q, gap=float(side.loc[(q, d), "timing gap"]))
+    *[dict(choice="right after the batch vs after the sequence", quantity=q, between="timing",
+           gap=float(side.loc[(q, d), "timing gap"]))
       for (q, d) in side.index if q != "fluency"],
 ])
 gaps["abs_gap"] = gaps.gap.abs()
@@ -168,28 +171,35 @@ gaps.round(3)
 
 # %% [markdown]
 # ## Verdicts
-# The verdicts use the vocabulary defined on the book's landing page. C12 names three metrics: its verdict only says
-# that they can be computed as EasyEdit defines them. C13's "up to" is the largest gap between any two definitions of
-# one quantity, whether or not they come from different frameworks; the landing page separates the two.
+# The verdicts use the vocabulary defined on the book's landing page. C12 names three metrics: a choice of names,
+# not a statement that data can confirm or refute, so it is *not testable* (the three are computed in every
+# chapter). C13 speaks of frameworks: its verdict is decided on the largest gap between definitions that come from
+# two different frameworks (the official code, EasyEdit, generation); gaps inside one framework and gaps of timing
+# are reported beside it, not counted.
 
 # %% tags=["hide-input", "remove-output", "study-after-chapter-verdicts"]
 core = {name: get(key) for name, key in [("rewrite_acc", ("easyedit", "rewrite", "rewrite_acc")),
                                          ("rephrase_acc", ("easyedit", "paraphrase", "rephrase_acc")),
                                          ("locality", ("easyedit", "neighborhood", "locality"))]}
-definition_gap = gaps[gaps.choice != "right after the batch vs after the sequence"].abs_gap.max()
-timing_gap = gaps[gaps.choice == "right after the batch vs after the sequence"].abs_gap.max()
-worst = gaps.loc[gaps.abs_gap.idxmax()]
+across = gaps[gaps.between.str.contains(" vs ")]
+within = gaps[gaps.between.str.startswith("within")]
+definition_gap = across.abs_gap.max()
+timing_gap = gaps[gaps.between == "timing"].abs_gap.max()
+worst = across.loc[across.abs_gap.idxmax()]
+worst_within = within.loc[within.abs_gap.idxmax()]
 claims = {
-    "C12": dict(verdict="reproduced",
-                evidence=(f"After {n_edits} {method} edits the three core EasyEdit metrics are rewrite_acc "
-                          f"{core['rewrite_acc']:.1%}, rephrase_acc {core['rephrase_acc']:.1%}, locality "
-                          f"{core['locality']:.1%}; each quantity also has other definitions (next claim).")),
+    "C12": dict(verdict="not testable here",
+                evidence=(f"A definition, not an empirical claim: nothing measured can confirm or refute a choice of "
+                          f"core metrics. The three are computed in every chapter; after {n_edits} {method} edits "
+                          f"rewrite_acc {core['rewrite_acc']:.1%}, rephrase_acc {core['rephrase_acc']:.1%}, locality "
+                          f"{core['locality']:.1%}; each quantity also has other definitions (C13).")),
     "C13": dict(verdict="reproduced" if definition_gap > 0.10 else "partly reproduced" if definition_gap > 0.03
                 else "not reproduced",
-                evidence=(f"On one edited model ({n_edits} edits) definitions of the same quantity differ by up to "
-                          f"{definition_gap:.1%} (largest: {worst.choice}, {worst.quantity}, {worst.gap:+.1%}); "
-                          f"scoring right after each batch instead of after the sequence moves a metric by up to "
-                          f"{timing_gap:.1%}.")),
+                evidence=(f"On one edited model ({n_edits} edits) definitions of the same quantity from two "
+                          f"frameworks differ by up to {definition_gap:.1%} (largest: {worst.choice}, "
+                          f"{worst['between']}, {worst.quantity}, {worst.gap:+.1%}). Not counted: inside one framework "
+                          f"up to {worst_within.abs_gap:.1%} ({worst_within.choice}); scoring right after each batch "
+                          f"instead of after the sequence moves a metric by up to {timing_gap:.1%}.")),
 }
 summary = dict(model=model_dir, notebook="metric_definitions", n_edits=n_edits, batch_size=batch_size, quick=quick,
                method=method, claims=claims)

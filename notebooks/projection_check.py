@@ -218,14 +218,16 @@ claims = {
                   f"the same shape. A second real model of the same shape is not available offline.")),
     "C2": dict(verdict="reproduced" if shared else "not reproduced",
                evidence=f"MEMIT's C and the C behind AlphaEdit's P are the same cached file per layer: {shared}."),
-    "C5": dict(
-        verdict="reproduced",
-        evidence=(f"The check is needed: at the official absolute threshold {hp.nullspace_threshold:g} P keeps "
+    "C5": dict(  # the claim is advice: it holds when the check catches a real problem on this model
+        verdict="reproduced" if leak >= 0.1 else "partly reproduced",
+        evidence=(("The advice holds, and the check fails: " if leak >= 0.1 else
+                   "The check passes here, so it was harmless but not shown to be needed: ")
+                  + f"at the official absolute threshold {hp.nullspace_threshold:g} P keeps "
                   f"{mean_kept:.1%} of the {adapter.d_ff} directions (layers {hp.layers}: "
                   f"{', '.join(str(n) for n in table.n_kept)}), which carry {float(table.energy_kept.mean()):.1%} of "
                   f"the keys' energy, so held-out preserved keys keep ‖Pk‖/‖k‖ = {leak:.2f} on average (random "
-                  f"directions {rand:.2f}, edit keys {float(table.ratio_edit_keys_mean.mean()):.2f}): P does not "
-                  f"annihilate them on this model; {best}.")),
+                  f"directions {rand:.2f}, edit keys {float(table.ratio_edit_keys_mean.mean()):.2f})"
+                  + (": P does not annihilate them on this model" if leak >= 0.1 else "") + f"; {best}.")),
 }
 summary = dict(model=model_dir, notebook="projection_check", n_edits=n_edits, batch_size=batch_size, quick=quick,
                layers=hp.layers, d_ff=adapter.d_ff, threshold=hp.nullspace_threshold, corpus=corpus.identity,
