@@ -7,6 +7,13 @@ Per batch (the reference's `apply_AlphaEdit_to_model` / `execute_memit`):
      R = (z − current) / (number of layers left), Δ from `solve`, W_l += Δ;
   3. AlphaEdit only: keys recomputed on the edited model, cache_c[l] += K Kᵀ.
 Methods: "alphaedit" (P and cache_c), "alphaedit_no_cache" (P, without cache_c: an ablation), "memit".
+
+Stabilisers (hparams, all off by default): `target_stop="most_probable"` (ENCORE's early stopping, in step 1),
+`norm_constraint` μ (ENCORE's penalty μ‖Δ‖²_F on each update, in step 2), `value_anchor="nas"` (Norm-Anchor
+Scaling of the targets between steps 1 and 2). NAS's reference norm is taken from the unedited model: the
+upper-trimmed mean ‖v*‖ of the first batch's targets, solved before any edit (NAS takes 1,000 CounterFact requests
+with the bare prompt; here the run's own first batch, hparams and templates); it is kept in checkpoints and
+snapshots, so a resumed run anchors to the same number.
 """
 from __future__ import annotations
 
@@ -26,7 +33,8 @@ from .projection import Projector
 from .prompts import context_templates
 from .requests import EditRequest, check_batch
 from .solve import alphaedit_delta, condition_number, memit_delta
-from .targets import compute_targets, compute_targets_reference
+from .targets import (anchor_reference, anchor_values, compute_targets, compute_targets_reference, mlp_outputs,
+                      value_vectors)
 
 METHODS = ("alphaedit", "alphaedit_no_cache", "memit")
 
@@ -46,6 +54,8 @@ class BatchReport:
     weight_norm: dict[int, float] = field(default_factory=dict)  # ‖W_l⁰‖_F
     condition: dict[int, float] = field(default_factory=dict)  # cond of the solved system (diagnostics=True)
     residual_left: float = 0.0  # mean ‖z − layer-L output‖ after the update, relative to ‖z − h0‖
+    target_shift_mean: float = 0.0  # mean ‖z − h0‖ of the targets written (after anchoring, if any)
+    anchor_skipped: int = 0  # value_anchor "nas": requests left unedited (‖v*‖ > value_anchor_skip × reference)
 
 
 class Editor:
@@ -85,6 +95,7 @@ class Editor:
         self.templates = templates if templates is not None else context_templates(
             model, tok, length=hparams.context_template_length, count=hparams.context_template_count,
             seed_words=hparams.context_template_seeds, seed=hparams.seed)
+        self.anchor_norm: float | None = None  # NAS reference ‖v*‖ of the unedited model (value_anchor "nas")
         self.batches_done = 0
         self.case_ids: list = []
         self.request_hashes: list[str] = []
@@ -123,11 +134,14 @@ class Editor:
         t0 = time.perf_counter()
         find = compute_targets if self.fast_targets else compute_targets_reference
         tr = find(self.model, self.tok, a, requests, self.templates, hp, progress=self.progress)
+        z, skipped = self._anchor(requests, tr.z, tr.h0)
         t1 = time.perf_counter()
         t_keys = t_solve = 0.0
         report = BatchReport(self.batches_done, len(requests), 0, t1 - t0, 0.0, 0.0,
                              float(tr.steps.float().mean()), float(tr.loss.mean()))
-        zs = tr.z.double()
+        report.target_shift_mean = float((z - tr.h0).norm(dim=-1).mean())
+        report.anchor_skipped = int(skipped.sum())
+        zs = z.double()
         for i, l in enumerate(layers):
             s0 = time.perf_counter()
             keys, cur = keys_and_outputs(self.model, self.tok, a, requests, self.templates, [l], out_layer=L)
@@ -135,9 +149,9 @@ class Editor:
             K = keys[l].T  # [d_ff, n]
             R = (zs - cur.double()).T / (len(layers) - i)  # [d, n]
             if self.method == "memit":
-                delta, A = memit_delta(K, R, self.covs[l], hp.mom2_update_weight)
+                delta, A = memit_delta(K, R, self.covs[l], hp.mom2_update_weight, hp.norm_constraint)
             else:
-                delta, A = alphaedit_delta(K, R, self.projectors[l], self.cache_c.get(l), hp.L2)
+                delta, A = alphaedit_delta(K, R, self.projectors[l], self.cache_c.get(l), hp.L2, hp.norm_constraint)
             W = a.weight_view(l)
             with torch.no_grad():
                 W += delta.to(W.dtype)
@@ -153,7 +167,7 @@ class Editor:
                 K = keys[l].T
                 self.cache_c[l] += K @ K.T
         t_keys += time.perf_counter() - s0
-        report.residual_left = float(((tr.z - cur).norm(dim=-1) / (tr.z - tr.h0).norm(dim=-1).clamp_min(1e-12)).mean())
+        report.residual_left = float(((z - cur).norm(dim=-1) / (z - tr.h0).norm(dim=-1).clamp_min(1e-12)).mean())
         for l in layers:
             report.total_norm[l] = float((a.weight_view(l) - self.original[l]).norm())
             report.weight_norm[l] = float(self.original[l].norm())
@@ -164,6 +178,20 @@ class Editor:
         report.edits_done = len(self.case_ids)
         self.reports.append(report)
         return report
+
+    def _anchor(self, requests: list[EditRequest], z: torch.Tensor, h0: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Targets after Norm-Anchor Scaling (value_anchor "nas"), and which requests it skipped; z unchanged when
+        off. The reference is set from this batch when none is known and the model is still unedited."""
+        if self.hp.value_anchor == "off":
+            return z, torch.zeros(len(z), dtype=torch.bool)
+        v0 = mlp_outputs(self.model, self.tok, self.adapter, requests, self.templates[0], self.hp.layers[-1])
+        if self.anchor_norm is None:
+            if self.batches_done:
+                raise RuntimeError("value_anchor 'nas' needs the reference norm of the unedited model: it is set by "
+                                   "the first batch (or read from a checkpoint/snapshot), not after edits")
+            self.anchor_norm = anchor_reference(value_vectors(z, h0, v0).norm(dim=-1))
+        return anchor_values(z, h0, v0, self.anchor_norm, self.hp.value_anchor_skip)
 
     def run(self, requests: list[EditRequest], *, batch_size: int | None = None, checkpoint: str | Path | None = None,
             on_batch: Callable[["Editor", list[EditRequest], BatchReport], None] | None = None,
@@ -209,6 +237,7 @@ class Editor:
             c.zero_()
         self.batches_done, self.case_ids, self.request_hashes, self.reports = 0, [], [], []
         self.batch_size = None
+        self.anchor_norm = None
 
     def weight_deltas(self) -> dict[int, torch.Tensor]:
         """W_l − W_l⁰ for each edited layer: {layer: [d_model, d_ff]}."""
@@ -226,7 +255,7 @@ class Editor:
         tensors |= {f"cache_c.{l}": c for l, c in self.cache_c.items()}
         meta = {**self.identity(), "batch_size": self.batch_size, "batches_done": self.batches_done,
                 "request_sha256": self.request_hashes, "case_ids": self.case_ids,
-                "reports": [asdict(r) for r in self.reports]}
+                "reports": [asdict(r) for r in self.reports], **self._anchor_meta()}
         ckpt.write_version(path, self.batches_done, tensors, meta)
 
     def load(self, path: str | Path, *, requests: list[EditRequest] | None = None, batch_size: int | None = None
@@ -247,14 +276,19 @@ class Editor:
                                               ("delta_norm", "total_norm", "weight_norm", "condition")}})
                         for r in meta["reports"]]
 
+    def _anchor_meta(self) -> dict[str, float]:
+        """The NAS reference norm for a checkpoint's metadata (nothing when anchoring is off or not yet set)."""
+        return {"value_anchor_norm": self.anchor_norm} if self.anchor_norm is not None else {}
+
     def _set_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        """Edited weights, cache_c and the edited requests from a checkpoint or snapshot."""
+        """Edited weights, cache_c, the edited requests and the NAS reference norm from a checkpoint or snapshot."""
         with torch.no_grad():
             for l in self.hp.layers:
                 self.adapter.weight_view(l).copy_(tensors[f"weight.{l}"])
         for l in self.cache_c:
             self.cache_c[l] = tensors[f"cache_c.{l}"].clone()
         self.case_ids, self.request_hashes = list(meta["case_ids"]), list(meta["request_sha256"])
+        self.anchor_norm = meta.get("value_anchor_norm")
 
     # --------------------------------------------------------------------------------------------- snapshots
     def save_snapshot(self, path: str | Path, **extra: Any) -> Path:
@@ -265,7 +299,7 @@ class Editor:
         tensors |= {f"cache_c.{l}": c for l, c in self.cache_c.items()}
         meta = {**self.identity(), "batch_size": self.batch_size, "batches_done": self.batches_done,
                 "edits": len(self.case_ids), "request_sha256": self.request_hashes, "case_ids": self.case_ids,
-                **extra}
+                **self._anchor_meta(), **extra}
         return ckpt.write_snapshot(path, tensors, meta)
 
     def load_snapshot(self, path: str | Path) -> dict[str, Any]:

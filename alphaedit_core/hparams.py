@@ -57,6 +57,20 @@ class EditHParams:
     seed: int = 0
     targets_chunk: int = 25  # requests optimised together (memory bound)
     source: str = ""  # where the values come from
+    # stabilisers for long sequential streams (all off by default: the official algorithm). Fields in
+    # `ADDED_FIELDS` are written by `to_dict` only when they differ from their default (see there).
+    # ENCORE (Gupta et al. 2025), most-probable early stopping of the target optimisation: "loss" (official: stop
+    # when loss < early_stop_loss) or "most_probable" (also stop once the new object's tokens are the argmax at
+    # every label position of every rewriting prompt, at `most_probable_count` evaluations; see targets.py)
+    target_stop: str = "loss"
+    most_probable_count: int = 1
+    # ENCORE's Frobenius-norm constraint: weight μ of μ‖Δ‖²_F on each batch's update of each layer (solve.py)
+    norm_constraint: float = 0.0
+    # Norm-Anchor Scaling (Liu et al. 2026): "off" or "nas" (rescale each solved value vector v* = v0 + δ to a
+    # reference norm of the unedited model; editor.py, targets.anchor_values); skip a request whose ‖v*‖ exceeds
+    # value_anchor_skip × the reference (0: never skip)
+    value_anchor: str = "off"
+    value_anchor_skip: float = 2.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -95,6 +109,18 @@ class EditHParams:
             raise bad("nullspace_mode", "must be 'threshold' or 'energy'")
         if self.mom2_dtype not in ("float32", "float64"):
             raise bad("mom2_dtype", "must be 'float32' or 'float64'")
+        if self.target_stop not in TARGET_STOPS:
+            raise bad("target_stop", f"must be one of {TARGET_STOPS}")
+        if not isinstance(self.most_probable_count, int) or self.most_probable_count < 1:
+            raise bad("most_probable_count", "must be a positive integer")
+        if self.target_stop == "most_probable" and self.most_probable_count > self.v_num_grad_steps:
+            raise bad("most_probable_count", f"can never be reached within v_num_grad_steps={self.v_num_grad_steps}")
+        if self.norm_constraint < 0:
+            raise bad("norm_constraint", "must be >= 0 (0: the plain solve)")
+        if self.value_anchor not in VALUE_ANCHORS:
+            raise bad("value_anchor", f"must be one of {VALUE_ANCHORS}")
+        if self.value_anchor_skip != 0 and self.value_anchor_skip <= 1:
+            raise bad("value_anchor_skip", "must be 0 (never skip) or > 1 (a multiple of the reference norm)")
 
     def check_model(self, n_layers: int) -> None:
         """Raise if a layer index does not exist in a model of `n_layers` layers."""
@@ -110,7 +136,15 @@ class EditHParams:
 
     # --- (de)serialisation -------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field, except those of `ADDED_FIELDS` left at their default: the dict (a checkpoint's identity,
+        a run's digest) of a run that does not use them is the one it had before they existed, so earlier
+        checkpoints and cached runs stay valid. `from_dict` fills the missing fields with their defaults."""
+        out = dataclasses.asdict(self)
+        defaults = _defaults()
+        for name in ADDED_FIELDS:
+            if out[name] == defaults[name]:
+                del out[name]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EditHParams":
@@ -139,6 +173,16 @@ class EditHParams:
                 raise ValueError(f"unknown hparams preset {str(name_or_path)!r}; presets: {list_presets()}")
             data = json.loads(preset.read_text())
         return cls.from_dict({**data, **overrides})
+
+
+TARGET_STOPS = ("loss", "most_probable")
+VALUE_ANCHORS = ("off", "nas")
+# fields added after runs were recorded (the stabilisers of issue 16): omitted from `to_dict` at their default
+ADDED_FIELDS = ("target_stop", "most_probable_count", "norm_constraint", "value_anchor", "value_anchor_skip")
+
+
+def _defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(EditHParams) if f.default is not dataclasses.MISSING}
 
 
 def type_problem(value: Any, hint: Any) -> str | None:

@@ -11,6 +11,26 @@ prompt of the request (T context templates + the KL prompt "{subject} is a"); δ
 with Adam (lr v_lr), stopping when loss < early_stop_loss or after v_num_grad_steps − 1 updates, ‖δ‖ clamped to
 clamp_norm_factor · ‖h0‖ after each update; z = h0 + δ, h0 = layer-L output of the bare prompt.
 
+Most-probable early stopping (`target_stop="most_probable"`; ENCORE, Gupta et al. 2025: stop optimising a request's
+target once the new object is the most probable continuation on its prompts): a request also stops at the step
+whose forward pass finds, for the `most_probable_count`-th time (cumulative), every token of the new object to be
+the argmax at its label position (teacher-forced: the label positions of the loss) on every rewriting prompt of the
+request (the bare prompt and each context template; not the KL prompt). The loss threshold and the step cap stay
+in force, as in the authors' code (knowledge-editing-regularization, encore/compute_z.py: `prob_cutoff < 0` counts
+the evaluations with all targets at rank 1 and breaks at |prob_cutoff|, before the update; `loss < 5e-2` still
+breaks; their files use prob_cutoff −2 for Llama3-8B, −3 Llama2-7B, −4 GPT2-XL). Their check slices away the first
+rewriting prompt (`log_probs[1:]`, commented as removing the KL prompt, which is not in that tensor); here every
+rewriting prompt is checked. It can only stop a request earlier than the loss rule, never later.
+
+Norm-Anchor Scaling (`anchor_values`, applied by the Editor; Liu et al. 2026, "rescaling each solved value vector
+to an original-model reference norm"): the value vector is the MLP's share of z, v* = v0 + δ, with v0 the output
+of layer L's MLP output projection at the subject's last token of the bare prompt on the current model, so that
+z = (h0 − v0) + v*; v* is rescaled to the reference norm and z rebuilt from it (as the authors' code,
+SasyaTitech/NAS, NAS/compute_z.py: `v_star = delta + v0`, `scale_vector_to_norm(v_star, mean_norm)`, target =
+(target_init − v0) + v_star, and v_star = v0 (the request left unedited) when ‖v*‖ > 2 × the reference). The
+reference is the mean ‖v*‖ over requests solved on the unedited model with the largest 5% dropped
+(util/vstar_stats.py: 1,000 CounterFact requests, upper-trimmed mean); see `anchor_reference`.
+
 Two implementations with the same result:
 - `compute_targets_reference`: one request at a time, a full forward per step (what the reference does).
 - `compute_targets`: many requests at once. Per chunk of requests it runs the model once over the prompts
@@ -30,7 +50,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .arch import ModelAdapter, StopForward, layer_output, replace_layer_output, stop_hook
+from .arch import ModelAdapter, StopForward, layer_output, replace_layer_output, run_until, stop_hook
 from .hparams import EditHParams
 from .prompts import Tokenized, subject_last_index, target_ids, tokenize
 from .requests import EditRequest
@@ -46,6 +66,17 @@ class TargetResult:
     h0: torch.Tensor  # [n, d_model] unedited layer-L output (bare prompt)
     steps: torch.Tensor  # [n] Adam updates taken
     loss: torch.Tensor  # [n] last loss evaluated
+
+
+def _most_probable(hp: EditHParams) -> bool:
+    return hp.target_stop == "most_probable"
+
+
+def all_argmax(logits: torch.Tensor, labels: torch.Tensor, label_request: torch.Tensor, n: int) -> torch.Tensor:
+    """[n] bool: for each request, is every label the argmax of its row? logits [P, V] (or log-probs), labels and
+    label_request [P]."""
+    wrong = (logits.argmax(-1) != labels).to(torch.long)
+    return torch.zeros(n, dtype=torch.long, device=logits.device).index_add(0, label_request, wrong) == 0
 
 
 # ------------------------------------------------------------------------------------------------ shared pieces
@@ -113,19 +144,22 @@ def _losses(
     kl_init: torch.Tensor | None,  # [R, V] log-probs of the unedited model, None on the first step
     delta: torch.Tensor,  # [R, d]
     h0_norm: torch.Tensor,  # [R]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-request loss [R] and the KL log-probs [R, V]."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Per-request loss [R], the KL log-probs [R, V], and (target_stop "most_probable" only, else None) whether
+    every label is the argmax, per request [R]."""
     n = delta.shape[0]
     logp = adapter.logits(adapter.final_norm(hidden_at_labels)).float().log_softmax(-1)
-    picked = logp.gather(1, rows.labels.to(logp.device)[:, None])[:, 0]
+    labels, label_request = rows.labels.to(logp.device), rows.label_request.to(logp.device)
+    picked = logp.gather(1, labels[:, None])[:, 0]
     nll = torch.zeros(n, device=logp.device).index_add(
-        0, rows.label_request.to(logp.device), -picked * rows.label_weight.to(logp.device))
+        0, label_request, -picked * rows.label_weight.to(logp.device))
+    hit = all_argmax(logp.detach(), labels, label_request, n) if _most_probable(hp) else None
     kl_logp = adapter.logits(adapter.final_norm(hidden_at_kl)).float().log_softmax(-1)
     if kl_init is None:
         kl_init = kl_logp.detach()
     kl = (kl_logp.exp() * (kl_logp - kl_init)).sum(-1)  # KL(current ‖ unedited), one prompt per request
     wd = delta.norm(dim=-1) / h0_norm**2
-    return nll + hp.kl_factor * kl + hp.v_weight_decay * wd, kl_init
+    return nll + hp.kl_factor * kl + hp.v_weight_decay * wd, kl_init, hit
 
 
 def _clamp(delta: torch.Tensor, max_norm: torch.Tensor) -> torch.Tensor:
@@ -167,6 +201,7 @@ def compute_targets_reference(
         handles = [adapter.layers[L].register_forward_hook(add_delta),
                    adapter.layers[loss_layer].register_forward_hook(grab)]
         kl_init = None
+        hits = 0  # evaluations with every target token the argmax (target_stop "most_probable")
         try:
             for it in range(hp.v_num_grad_steps):
                 opt.zero_grad()
@@ -177,11 +212,14 @@ def compute_targets_reference(
                 out = state["out"]
                 h0 = state["h0"]
                 kl_rows = rows.kl_rows.to(device)
-                loss, kl_init = _losses(
+                loss, kl_init, hit = _losses(
                     hp, rows, adapter, out[rows.label_rows.to(device), rows.label_pos.to(device)],
                     out[kl_rows, lookup[kl_rows]],
                     kl_init, delta, h0.norm()[None])
+                hits += int(hit is not None and bool(hit[0]))
                 if loss.item() < hp.early_stop_loss or it == hp.v_num_grad_steps - 1:
+                    break
+                if _most_probable(hp) and hits >= hp.most_probable_count:
                     break
                 loss.sum().backward()
                 opt.step()
@@ -349,9 +387,10 @@ class _Chunk:
             sel = (group_of_row[first] == g).nonzero()[:, 0]
             self.h0[sel] = grp.hL[local[first[sel]], 0]
         self.kl_init: torch.Tensor | None = None
+        self.hit: torch.Tensor | None = None  # [R] every label the argmax at the last `losses` (most_probable)
 
     def losses(self, delta: torch.Tensor) -> torch.Tensor:
-        """Per-request loss [R] for deltas [R, d]."""
+        """Per-request loss [R] for deltas [R, d]; sets `hit` (see `_losses`)."""
         at_labels, at_kl = [], []
         for grp, req, (lrows, lcols), krows in zip(self.groups, self.group_requests, self.label_index, self.kl_index):
             h = grp.replay(delta[req])
@@ -359,11 +398,12 @@ class _Chunk:
             at_kl.append(h[krows, 0])
         at_labels, at_kl = torch.cat(at_labels), torch.cat(at_kl)[self.kl_back]
         if not self.fused_head:
-            loss, self.kl_init = _losses(self.hp, self._rows_view(), self.adapter, at_labels, at_kl, self.kl_init,
-                                         delta, self.h0.norm(dim=-1))
+            loss, self.kl_init, self.hit = _losses(self.hp, self._rows_view(), self.adapter, at_labels, at_kl,
+                                                   self.kl_init, delta, self.h0.norm(dim=-1))
             return loss
-        loss, self.kl_init = _head_losses(self.hp, self.adapter, at_labels, at_kl, self.labels, self.label_weight,
-                                          self.label_request, self.kl_init, delta, self.h0.norm(dim=-1))
+        loss, self.kl_init, self.hit = _head_losses(
+            self.hp, self.adapter, at_labels, at_kl, self.labels, self.label_weight, self.label_request,
+            self.kl_init, delta, self.h0.norm(dim=-1))
         return loss
 
     def _rows_view(self) -> _Rows:
@@ -384,12 +424,13 @@ def _head_losses(hp: EditHParams, adapter: ModelAdapter, at_labels: torch.Tensor
     lab = logits[:p]
     picked = lab.gather(1, labels[:, None])[:, 0]
     nll = torch.zeros(n, device=logits.device).index_add(0, label_request, (lab.logsumexp(-1) - picked) * label_weight)
+    hit = all_argmax(lab.detach(), labels, label_request, n) if _most_probable(hp) else None
     kl_logp = logits[p:].log_softmax(-1)
     if kl_init is None:
         kl_init = kl_logp.detach()
     kl = (kl_logp.exp() * (kl_logp - kl_init)).sum(-1)
     wd = delta.norm(dim=-1) / h0_norm**2
-    return nll + hp.kl_factor * kl + hp.v_weight_decay * wd, kl_init
+    return nll + hp.kl_factor * kl + hp.v_weight_decay * wd, kl_init, hit
 
 
 def _is_cache(value) -> bool:
@@ -449,6 +490,7 @@ def _optimise(model, tok, adapter, requests, templates, hp, rebuild_below, layou
     active = torch.ones(n, dtype=torch.bool, device=device)
     steps = torch.zeros(n, dtype=torch.long)
     last = torch.zeros(n)
+    hits = torch.zeros(n, dtype=torch.long, device=device)  # evaluations with every target the argmax
     max_norm = hp.clamp_norm_factor * h0.norm(dim=-1)
     for it in range(hp.v_num_grad_steps):
         if int(active[members].sum()) < rebuild_below * len(members):
@@ -463,6 +505,9 @@ def _optimise(model, tok, adapter, requests, templates, hp, rebuild_below, layou
         with torch.no_grad():
             last[members.cpu()] = loss.detach().cpu()
             done = (loss < hp.early_stop_loss) | (it == hp.v_num_grad_steps - 1)
+            if _most_probable(hp):
+                hits[members] += chunk.hit.to(torch.long)
+                done |= hits[members] >= hp.most_probable_count
             active[members] &= ~done
         step_rows = members[active[members]]
         if len(step_rows) == 0:
@@ -484,3 +529,59 @@ def _positions(members: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Index of each `keep` entry within `members`."""
     lookup = {int(x): i for i, x in enumerate(members.tolist())}
     return torch.tensor([lookup[int(x)] for x in keep.tolist()], device=members.device)
+
+
+# ------------------------------------------------------------------------------------------------ norm anchors
+ANCHOR_TRIM = 0.05  # share of the largest ‖v*‖ dropped from the reference mean (NAS: upper quantile 0.95)
+
+
+@torch.no_grad()
+def mlp_outputs(model, tok, adapter: ModelAdapter, requests: list[EditRequest], template: str, layer: int,
+                rows_per_pass: int = 256) -> torch.Tensor:
+    """v0 [n, d_model]: output of layer `layer`'s MLP output projection at the subject's last token of
+    `template.format(prompt)` (the bare template "{}": where h0 is read), on the model as it is now. For LLaMA,
+    Qwen2 and GPT-2 it is the MLP's whole contribution to the residual stream (h0 − v0: the residual entering the
+    MLP block); Gemma3 passes it through a post-feedforward norm first, so there v0 is the value before that norm
+    (the vector W k the edit writes) and h0 − v0 is not the residual entering the MLP."""
+    device = next(model.parameters()).device
+    store: dict[str, torch.Tensor] = {}
+    module = adapter.mlp_out(layer)
+    handle = module.register_forward_hook(lambda _m, _a, out: store.__setitem__("v", out))
+    out = []
+    try:
+        for start in range(0, len(requests), rows_per_pass):
+            part = requests[start : start + rows_per_pass]
+            t = tokenize(tok, [template.format(r.prompt) for r in part], [r.subject for r in part])
+            run_until(model, module, input_ids=t.input_ids.to(device), attention_mask=t.attention_mask.to(device))
+            rows = torch.arange(len(part), device=device)
+            out.append(store["v"][rows, torch.tensor(t.subject_last, device=device)].float())
+    finally:
+        handle.remove()
+    return torch.cat(out)
+
+
+def value_vectors(z: torch.Tensor, h0: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
+    """v* = v0 + δ = v0 + z − h0 ([n, d]): the MLP output that, with the rest of the residual unchanged, gives z."""
+    return v0 + (z - h0)
+
+
+def anchor_reference(norms: torch.Tensor, trim: float = ANCHOR_TRIM) -> float:
+    """The reference norm: mean of ‖v*‖ ([n]) after dropping the floor(trim · n) largest (NAS's upper-trimmed
+    mean)."""
+    drop = int(math.floor(trim * norms.numel()))
+    kept = norms.double().sort().values
+    kept = kept[: kept.numel() - drop] if drop else kept
+    return float(kept.mean())
+
+
+def anchor_values(z: torch.Tensor, h0: torch.Tensor, v0: torch.Tensor, reference: float, skip: float = 2.0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Norm-Anchor Scaling of targets z [n, d] (h0, v0 [n, d]; see the module docstring): v* = v0 + z − h0 is
+    rescaled to norm `reference` and z' = (h0 − v0) + v*' returned, with [n] bool of the requests skipped:
+    ‖v*‖ > skip · reference (skip > 0) sets v*' = v0, so z' = h0 (that request asks for no change)."""
+    v = value_vectors(z, h0, v0)
+    norm = v.norm(dim=-1, keepdim=True)
+    skipped = (norm[:, 0] > skip * reference) if skip > 0 else torch.zeros(len(z), dtype=torch.bool, device=z.device)
+    scaled = torch.where(norm > 0, v * (reference / norm.clamp_min(1e-30)), v)
+    anchored = torch.where(skipped[:, None], v0, scaled)
+    return (h0 - v0) + anchored, skipped
