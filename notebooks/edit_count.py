@@ -174,6 +174,30 @@ def capability_at(n_done: int, method: str) -> tuple[pd.DataFrame, pd.DataFrame]
     return pd.DataFrame(ppl_rows), pd.DataFrame(drift_rows)
 
 
+# The unedited model's scores (0 edits) do not depend on the method or the editing hyperparameters: they are
+# computed once per model, records and evaluation settings, and shared by every method and variant of the stream.
+unedited_key = hashlib.sha256(json.dumps(dict(
+    model=model_fingerprint(lm), data=data_digest, n_edits=n_edits, sample=milestones[-1], seed=seed,
+    eval_cap=eval_cap, gen_cap=gen_cap, fluency_cap=fluency_cap, drift_layers=drift_layers,
+    seq_len=hp.mom2_seq_len, capability=[c.identity for c in held_out.values()], capability_tokens=capability_tokens,
+    evaluator=EVALUATOR_VERSION), sort_keys=True, default=str).encode()).hexdigest()[:16]
+unedited_dir = cache_dir("runs", "unedited", unedited_key)
+
+
+def unedited(names: tuple[str, ...], method: str, compute) -> tuple[pd.DataFrame, ...]:
+    """The unedited model's tables `names`, read from the shared cache (labelled with `method`) or computed by
+    `compute` (one frame per name) and cached."""
+    paths = [unedited_dir / f"{name}.csv" for name in names]
+    if all(p.exists() for p in paths):
+        return tuple(pd.read_csv(p).assign(method=method) for p in paths)
+    frames = compute()
+    for path, frame in zip(paths, frames):
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # another method's process may write the same file
+        frame.to_csv(tmp, index=False)
+        tmp.replace(path)
+    return frames
+
+
 def append(path: Path, frame: pd.DataFrame) -> None:
     frame.assign(run_key=run_key).to_csv(path, mode="a", header=not path.exists(), index=False)
 
@@ -208,9 +232,9 @@ for method in methods:
     for path in (metrics_path, diag_path, capability_path, hidden_path):
         check_table(path)
     if 0 not in done(metrics_path, "edits"):
-        append(metrics_path, evaluate_at(0, method))
+        append(metrics_path, unedited(("metrics",), method, lambda: (evaluate_at(0, method),))[0])
     if 0 not in done(capability_path, "edits"):
-        ppl, drift = capability_at(0, method)
+        ppl, drift = unedited(("capability", "hidden_drift"), method, lambda: capability_at(0, method))
         append(hidden_path, drift)
         append(capability_path, ppl)
 
