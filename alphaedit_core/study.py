@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ("projection_check", "edit_count", "metric_definitions")
+NOTEBOOKS = ("projection_check", "edit_count", "metric_definitions", "operating_points")
 LEDGER = "claims_ledger"
 
 PROFILES: dict[str, dict[str, dict]] = {
@@ -26,6 +26,7 @@ PROFILES: dict[str, dict[str, dict]] = {
         "projection_check": {},
         "edit_count": {},
         "metric_definitions": {},
+        "operating_points": {},
     },
     "quick": {
         "projection_check": dict(n_edits=10, batch_size=10, heldout_tokens=2000, other_corpus_docs=8,
@@ -33,6 +34,9 @@ PROFILES: dict[str, dict[str, dict]] = {
         "edit_count": dict(n_edits=40, batch_size=20, milestones=[20, 40], eval_cap=40, gen_cap=10, drift_tokens=500,
                            overrides=dict(mom2_n_tokens=20_000)),
         "metric_definitions": dict(n_edits=20, batch_size=10, fluency_cap=3, overrides=dict(mom2_n_tokens=20_000)),
+        "operating_points": dict(n_edits=20, batch_size=10, thresholds=[0.02, 0.005], energies=[0.1, 0.01],
+                                 l2s=[100.0], memit_lambdas=[1500.0], clamps=[], seeds=[], migration_preset="",
+                                 probe_tokens=1000, overrides=dict(mom2_n_tokens=20_000)),
     },
 }
 
@@ -139,8 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--jobs", type=int, default=1,
                     help="edit_count: run each method in its own process first (one thread each), then render")
     ap.add_argument("--time-budget", type=float, default=None, metavar="MIN",
-                    help="edit_count: start no new edit batch after MIN minutes; the tables then show the edits "
-                         "done so far and the same command resumes the stream later")
+                    help="edit_count, operating_points: start no new edit batch (or setting) after MIN minutes; "
+                         "the tables then show the work done so far and the same command resumes it later")
     ap.add_argument("--no-book", action="store_true", help="do not build the book at the end")
     args = ap.parse_args(argv)
 
@@ -156,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in only:
         params = dict(model=args.model, seed=args.seed, results_dir=rel, quick=args.quick,
                       **profile[name])
-        if name == "edit_count" and args.time_budget is not None:
+        if name in ("edit_count", "operating_points") and args.time_budget is not None:
             params["time_budget_min"] = args.time_budget
         print(f"== {name}: {params}", flush=True)
         extra = None

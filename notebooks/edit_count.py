@@ -43,6 +43,7 @@ n_edits = 2000
 batch_size = 100
 milestones = [100, 200, 500, 1000, 1500, 2000]  # batch boundaries (250 is none with batches of 100)
 time_budget_min = None  # stop starting new batches after this many minutes (the run resumes next time)
+stop_after_edits = None  # end the stream after this many edits (None: n_edits); the records stay the n_edits stream's
 eval_cap = 300  # records evaluated per milestone, a seeded sample of those edited so far (None: all)
 gen_cap = 50  # records of that sample also evaluated by greedy generation
 fluency_cap = 50  # records of that sample also scored for fluency and consistency (100-token generations)
@@ -93,7 +94,7 @@ hp = EditHParams.load(hparams or model, **overrides)
 adapter = ModelAdapter.from_model(lm)
 records = load_offline_counterfact(n=n_edits, seed=seed)
 requests = to_requests(records)
-milestones = [m for m in milestones if m <= n_edits]
+milestones = [m for m in milestones if m <= (stop_after_edits or n_edits)]
 hp_digest = hashlib.sha256(json.dumps(hp.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
 data_digest = hashlib.sha256("".join(request_sha256(r) for r in requests).encode()).hexdigest()[:10]
 run_key = f"{model_fingerprint(lm)}-n{n_edits}-b{batch_size}-s{seed}-{hp_digest}-{data_digest}"
@@ -266,7 +267,8 @@ for method in methods:
         seconds = report.seconds_targets + report.seconds_keys + report.seconds_solve
         print(f"{method}: {n_done} edits, {seconds:.0f} s for this batch", flush=True)
 
-    editor.run(requests, batch_size=batch_size, checkpoint=run_dir / method, on_batch=on_batch, deadline=deadline)
+    editor.run(requests, batch_size=batch_size, checkpoint=run_dir / method, on_batch=on_batch, deadline=deadline,
+               stop_after=None if stop_after_edits is None else math.ceil(stop_after_edits / batch_size))
     checkpointed[method] = min(editor.batches_done * batch_size, n_edits)
     print(f"{method}: {checkpointed[method]} of {n_edits} edits done")
     editor.restore()
@@ -426,6 +428,7 @@ if both:
                drift_paired.assign(comparison="alphaedit - memit")]).to_csv(out / "paired_capability.csv",
                                                                               index=False)
 summary = dict(model=model_dir, notebook="edit_count", n_edits=last, n_edits_planned=n_edits,
+               stop_after_edits=stop_after_edits,
                edits_checkpointed=checkpointed, batch_size=batch_size, quick=quick, methods=methods,
                milestones=milestones, eval_cap=eval_cap, claims=claims)
 (out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -78,7 +78,8 @@ print("hyperparameters:", json.dumps(hp.to_dict()))
 # %% tags=["hide-input", "remove-output", "study-after-projection-table"]
 stats_kw = dict(fingerprint=fingerprint, n_tokens=hp.mom2_n_tokens, seq_len=hp.mom2_seq_len, dtype=hp.mom2_dtype)
 covs = layer_stats(lm, tok, adapter, hp.layers, corpus, **stats_kw)
-projectors = {l: projector_from_cov(c, threshold=hp.nullspace_threshold) for l, c in covs.items()}
+rule = dict(threshold=hp.nullspace_threshold, mode=hp.nullspace_mode, energy=hp.nullspace_energy)  # the preset's P rule
+projectors = {l: projector_from_cov(c, **rule) for l, c in covs.items()}
 heldout = corpus_keys(lm, tok, adapter, hp.layers, corpus, skip_tokens=hp.mom2_n_tokens, n_tokens=heldout_tokens,
                       seq_len=hp.mom2_seq_len)
 requests = to_requests(load_offline_counterfact(n=n_edits, seed=seed))
@@ -107,7 +108,8 @@ table.round(4)
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
 for l, p in projectors.items():
     axes[0].plot(p.eigenvalues.clamp_min(1e-12).numpy(), label=f"layer {l}")
-axes[0].axhline(hp.nullspace_threshold, color="k", ls="--", label="threshold")
+if hp.nullspace_mode == "threshold":
+    axes[0].axhline(hp.nullspace_threshold, color="k", ls="--", label="threshold")
 axes[0].set(yscale="log", xlabel="eigen-direction (ascending)", ylabel="eigenvalue of C", title="Spectrum of C")
 axes[0].legend(fontsize=8)
 sweep = []
@@ -138,7 +140,7 @@ def run_edits(projs):
 reloaded = layer_stats(lm, tok, adapter, hp.layers, corpus, **stats_kw)  # read back from the cache
 same_stats = all(torch.equal(reloaded[l], covs[l]) for l in hp.layers)
 first = run_edits(projectors)
-second = run_edits({l: projector_from_cov(c, threshold=hp.nullspace_threshold) for l, c in reloaded.items()})
+second = run_edits({l: projector_from_cov(c, **rule) for l, c in reloaded.items()})
 identical = all(torch.equal(first[l], second[l]) for l in hp.layers)
 print(f"statistics read back identical: {same_stats}; edits identical with the reused P: {identical}")
 
@@ -161,7 +163,7 @@ for l in hp.layers:
     ref = projectors[l]
     for name, c in [("same corpus, 20k tokens", covs_small[l]), ("model-sampled text", covs_sampled[l]),
                     ("random-weight model", covs_random[l])]:
-        p = projector_from_cov(c, threshold=hp.nullspace_threshold, allow_degenerate=True)
+        p = projector_from_cov(c, **rule, allow_degenerate=True)
         cmp_rows.append(dict(layer=l, other=name, kept_other=p.n_kept, kept_ref=ref.n_kept,
                              subspace_cosine=subspace_cosine(ref, p),
                              chance=min(ref.n_kept, p.n_kept) / adapter.d_ff,
@@ -222,7 +224,9 @@ claims = {
         verdict="reproduced" if leak >= 0.1 else "partly reproduced",
         evidence=(("The advice holds, and the check fails: " if leak >= 0.1 else
                    "The check passes here, so it was harmless but not shown to be needed: ")
-                  + f"at the official absolute threshold {hp.nullspace_threshold:g} P keeps "
+                  + (f"at the official absolute threshold {hp.nullspace_threshold:g}" if hp.nullspace_mode == "threshold"
+                     else f"with the energy rule (kept directions hold at most {hp.nullspace_energy:g} of tr C)")
+                  + f" P keeps "
                   f"{mean_kept:.1%} of the {adapter.d_ff} directions (layers {hp.layers}: "
                   f"{', '.join(str(n) for n in table.n_kept)}), which carry {float(table.energy_kept.mean()):.1%} of "
                   f"the keys' energy, so held-out preserved keys keep ‖Pk‖/‖k‖ = {leak:.2f} on average (random "
@@ -231,6 +235,7 @@ claims = {
 }
 summary = dict(model=model_dir, notebook="projection_check", n_edits=n_edits, batch_size=batch_size, quick=quick,
                layers=hp.layers, d_ff=adapter.d_ff, threshold=hp.nullspace_threshold, corpus=corpus.identity,
+               nullspace_mode=hp.nullspace_mode, nullspace_energy=hp.nullspace_energy,
                corpus_tokens=hp.mom2_n_tokens, claims=claims)
 (out / "summary.json").write_text(json.dumps(summary, indent=1))
 for cid, c in claims.items():

@@ -1,0 +1,429 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Across models: scale, family and the projector (C8, C10; C1 and C5 per model)
+#
+# **C8** LLaMA3-8B does best and keeps high accuracy after 2,000 sequential edits; LLaMA2-7B drops clearly and
+# needs careful tuning. **C10** Families differ (Qwen vs LLaMA); non-LLaMA models need their own tuning. **C1**
+# (across models) P is built from each model's own statistics. **C5** (per model) check P before editing.
+#
+# Neither LLaMA3-8B nor LLaMA2-7B installs offline, so C8 is read here *inside one family*: Qwen2.5-Coder-0.5B vs
+# 1.5B, same generation, same training recipe, three times the parameters. That tests "does a larger model of the
+# same family edit better and hold longer?", not "does a newer generation (LLaMA3 vs LLaMA2, more data, another
+# tokenizer) hold longer?"; and it tests it over the edits both models reached (a few hundred), not 2,000. C10 is
+# read across the three families installed offline: LLaMA (SmolLM2-135M-Instruct), Gemma (Gemma-3-270M, a *base*
+# model) and Qwen (Qwen2.5-Coder, instruct). One model per family: family, size, instruction tuning and
+# quantisation noise (the weights are dequantised GGUF files) go together, and the chapter says so where it matters.
+#
+# This chapter measures nothing. Each model's numbers come from the study's own notebooks run once per model
+# (`projection_check` for P, `edit_count` for the stream of AlphaEdit and MEMIT edits) into `results/<model>/`, each
+# with the preset derived for that model by the documented rule (`alphaedit_core/presets/`). Every model runs with two
+# projector rules, so that a model effect can be told from a mis-set P: the **official** absolute threshold
+# (eigenvalue < 0.02, whatever the scale of the model's keys) and a **calibrated** rule (keep the smallest directions
+# holding a fixed share of the keys' energy, the same share on every model), AlphaEdit only for the latter (MEMIT has
+# no P). The decision rules are pure functions in `alphaedit_core/compare.py`, pinned by
+# `tests/test_model_compare.py`.
+
+# %% tags=["parameters"]
+models = ["smollm2-135m-instruct", "gemma3-270m", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"]
+labels = {}  # model -> {rule: results folder name}; missing: <model> (official P) and <model>-calibrated
+families = {}  # model -> family; missing: alphaedit_core.compare.MODELS (models outside it: the model's name)
+rules = ["official", "calibrated"]
+scale_pair = ["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"]  # C8: smaller, larger (one family)
+reference_family = "LLaMA"  # C10: the family the paper's settings come from
+default_model = "smollm2-135m-instruct"  # whose operating_points/calibrated.json carries across models
+label = "across-models"  # this chapter writes results/<label>/model_compare/
+results_dir = "../results"
+n_boot = 2000  # bootstrap resamples of the paired intervals
+seed = 0
+quick = False
+
+# %% tags=["hide-input"]
+import json
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, NullFormatter
+import pandas as pd
+import seaborn as sns
+from IPython.display import Markdown, display
+
+from alphaedit_core import compare
+from alphaedit_core.compare import (EDIT_MEASURES, KEEP_MEASURES, MODELS, c1_across, c8_scale, c10_families,
+                                    combine_rules, common_milestones, first_last, long_frame, paired_rows,
+                                    read_projection, read_run, run_cost, same_records, summarize_runs)
+
+root = Path(results_dir)
+out = root / label / "model_compare"
+out.mkdir(parents=True, exist_ok=True)
+sns.set_theme(style="whitegrid")
+family = {m: families.get(m) or MODELS.get(m, {}).get("family") or m for m in models}
+runs = {(m, r): read_run(root, m, r, labels.get(m, {}).get(r)) for m in models for r in rules}
+present = [run for run in runs.values() if run.raw is not None]
+status = pd.DataFrame([dict(model=run.model, family=family[run.model], rule=run.rule, folder=f"results/{run.label}/",
+                            status=run.status, **{f"{meth} milestones": ", ".join(map(str, run.reached.get(meth, [])))
+                                                  for meth in ("alphaedit", "memit")},
+                            notes="; ".join(run.notes))
+                       for run in runs.values()])
+status.to_csv(out / "runs.csv", index=False)
+not_run = sorted({f"{run.model} ({run.rule} P)" + (", failed" if run.status == "failed" else "")
+                  for run in runs.values() if run.status in ("not run yet", "failed")})
+display(Markdown(f"**Runs found** under `{root}`: {len(present)} of {len(runs)}. "
+                 + (f"Not run yet: {', '.join(not_run)}." if not_run else "Every run has results.")))
+status
+
+# %% [markdown]
+# ## How each model's results are made
+# One command per model and P rule, from the repository root; it runs `projection_check` (the official P; the
+# calibrated P once `projection_check` builds P with `nullspace_mode`) and then `edit_count` into `results/<label>/`,
+# and resumes where it stopped (checkpoints after every batch, snapshots at every milestone). Every model edits the
+# first records of the default model's 2,000-edit stream (same seed, same records in the same order) and is scored at
+# edit_count's milestones (100, 200, 500, 1,000, 1,500, 2,000) up to its size, on the same seeded samples of the
+# records edited so far. The Qwen-1.5B stream draws 400 records and stops at 200 (edit_count's `stop_after_edits`;
+# where edit_count lacks that parameter the runner says so, and the stream is stopped by hand once milestone 200 is
+# written): a stream drawn with fewer than 342 records is not a prefix of the 2,000-edit stream (Python's
+# `random.sample` changes algorithm below that). The slower models score fluency on fewer records (`fluency_cap` 20,
+# 20 and 10 instead of 50; the first records of the same sample, so fluency is still paired on common records).
+# The calibrated rule's energy share comes from the operating-points chapter (`results/<model>/operating_points/
+# calibrated.json`, else the default model's), else from the documented default of 1% of tr C; the table says which.
+#
+# The estimates are for two quiet cores (hours; editing from the measured 6.9 s per edit and method of SmolLM2 at
+# batch 100, Qwen-0.5B about 4x that, Gemma and Qwen-1.5B scaled by their forward throughput; plus the covariance
+# statistics once per model and the evaluation at every milestone). `--jobs 2` runs AlphaEdit and MEMIT in two
+# processes of one thread each. When every run is there, `python -m alphaedit_core.compare chapters` re-executes
+# this chapter and the Instruct-vs-Base one.
+
+# %% tags=["hide-input"]
+plans = []
+for m in models:
+    for r in rules:
+        p = compare.plan(m, r, root)
+        n_methods = len(p["edit_count"].get("methods", ["alphaedit", "memit"]))
+        est = compare.estimate_hours(m, p["edits"], n_methods, first=r == "official")
+        plans.append(dict(model=m, rule=r, status=runs[(m, r)].status, edits=p["edits"],
+                          stream=p["edit_count"]["n_edits"], methods=n_methods,
+                          estimate_hours=round(est["total"], 1) if not math.isnan(est["total"]) else None,
+                          P_rule=p["rule_source"], command=compare.command(m, r)))
+plans = pd.DataFrame(plans)
+plans.to_csv(out / "plans.csv", index=False)
+display(Markdown("\n".join(f"- `{row.command}` — {row.model}, {row.rule} P, {row.edits:,} edits "
+                           f"({row.status}; " + (f"~{row.estimate_hours:g} h" if pd.notna(row.estimate_hours)
+                                                 else "no estimate") + ")" for row in plans.itertuples())))
+plans.drop(columns="command")
+
+# %% [markdown]
+# ## Like with like: the common milestones and the records behind them
+# Models are compared at the milestones every run with results reached (a model still editing, or a smaller budget,
+# sets them), and only where every run was scored on the same records. Milestone 0 (the unedited model) is scored on
+# the sample of each run's *last* milestone, which differs between models of different lengths: it is shown as a
+# reference, never compared across models.
+
+# %% tags=["hide-input"]
+reached = {(run.model, run.rule, meth): ms for run in present for meth, ms in run.reached.items()}
+common = common_milestones(reached)
+long = long_frame(present)
+check = []
+for e in common:
+    at = long[(long.edits == e) & (long.measure == "efficacy")]
+    ids = {key: at[(at.model == key[0]) & (at.rule == key[1]) & (at.method == key[2])].case_id for key in reached}
+    s = same_records(ids)
+    check.append(dict(edits=e, same_records=s["same"], records=s["n_common"], union=s["n_union"],
+                      differing=", ".join("/".join(k) for k in s["differing"])))
+check = pd.DataFrame(check, columns=["edits", "same_records", "records", "union", "differing"])
+check.to_csv(out / "common_milestones.csv", index=False)
+last_common = common[-1] if common else None
+display(Markdown(f"Common milestones: **{', '.join(map(str, common)) or 'none'}**"
+                 + (f"; the last common milestone is {last_common} edits." if common else
+                    " (fewer than one run with results, or runs without a milestone in common).")))
+check
+
+# %% [markdown]
+# ## Scores at the common milestones
+# Means over the evaluated records with 95% intervals (Wilson for the binary official rates, t over records for the
+# token accuracies), per model, P rule and method. Fluency and consistency are scored only at the unedited model and
+# at each run's last milestone, so they appear here only where that is a common milestone.
+
+# %% tags=["hide-input"]
+scores = summarize_runs(long)
+scores.to_csv(out / "scores.csv", index=False)
+shown = scores[scores.edits.isin([0, *common])].copy()
+shown["cell"] = [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in zip(shown["mean"], shown.ci_low, shown.ci_high)]
+order = [m for m in compare.MEASURES.values() if m in set(shown.measure)]
+table = (shown.pivot_table(index=["model", "rule", "method", "edits"], columns="measure", values="cell",
+                           aggfunc="first")[order] if len(shown) else pd.DataFrame())
+table
+
+# %% [markdown]
+# {numref}`fig-models-vs-edits` shows each model's whole stream, so that a longer run is visible beyond the common
+# milestones (the dotted vertical line): compare the lines at or left of that line.
+
+# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-models-vs-edits", "caption": "Edit success (official efficacy, EasyEdit rewrite_acc, generalisation) and preservation (specificity, EasyEdit locality) against the number of sequential edits, one colour per model; solid: AlphaEdit with the official threshold, dashed: AlphaEdit with the calibrated P, dotted: MEMIT. Bands are 95% intervals over the evaluated records. The dotted vertical line is the last milestone every run reached: only left of it are the models compared on the same records."}, "image": {"alt": "Five line charts side by side, each with the number of edits on a logarithmic horizontal axis and a score between 0 and 1 on the vertical axis; one colour per model, solid, dashed and dotted lines for the three method and projector combinations, shaded interval bands."}}
+panels = ["efficacy", "rewrite_acc", "generalization", "specificity", "locality"]
+fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.4), sharex=True)
+palette = dict(zip(models, sns.color_palette("tab10", len(models))))
+styles = {("alphaedit", "official"): "-", ("alphaedit", "calibrated"): "--", ("memit", "official"): ":"}
+curves = scores[scores.edits > 0]
+for ax, measure in zip(axes, panels):
+    for (m, r, meth), g in curves[curves.measure == measure].groupby(["model", "rule", "method"]):
+        if (meth, r) not in styles:
+            continue
+        g = g.sort_values("edits")
+        ax.plot(g.edits, g["mean"], styles[(meth, r)], marker="o", ms=3, color=palette[m],
+                label=f"{m}: {meth}, {r} P")
+        ax.fill_between(g.edits, g.ci_low, g.ci_high, color=palette[m], alpha=0.12)
+    if common:
+        ax.axvline(common[-1], color="grey", ls=":", lw=1)
+    ax.set(title=measure, xscale="log", xlabel="edits", ylim=(-0.02, 1.02))
+    ax.set_xticks(sorted(set(curves.edits)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.tick_params(axis="x", labelrotation=45)
+axes[0].set_ylabel("score")
+handles, names = axes[0].get_legend_handles_labels()
+if handles:
+    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=3, fontsize=7, frameon=False)
+fig.tight_layout()
+fig.savefig(out / "models_vs_edits.png", dpi=120, bbox_inches="tight")
+
+# %% [markdown]
+# ## AlphaEdit − MEMIT on each model, paired on the same records
+# Per model and P rule: the mean per-record difference AlphaEdit − MEMIT at each common milestone, with a paired
+# bootstrap 95% interval (`alphaedit_core/metrics/paired.py`). The calibrated AlphaEdit is paired with the official
+# run's MEMIT (MEMIT has no P, so that is the same MEMIT). Above 0 AlphaEdit is higher; higher is better for every
+# measure here.
+
+# %% tags=["hide-input"]
+rows = []
+for m in models:
+    for r in rules:
+        sub = long[(long.model == m) & (((long.rule == r) & (long.method == "alphaedit"))
+                                        | ((long.rule == "official") & (long.method == "memit")))]
+        for e in common:
+            for measure, row in paired_rows(sub, col="method", a="alphaedit", b="memit", edits=e,
+                                            n_boot=n_boot, seed=seed).items():
+                rows.append(dict(model=m, rule=r, edits=e, measure=measure, **{k: row[k] for k in (
+                    "n", "n_only_a", "n_only_b", "mean_a", "mean_b", "diff", "ci_low", "ci_high")}))
+vs_memit = pd.DataFrame(rows, columns=["model", "rule", "edits", "measure", "n", "n_only_a", "n_only_b", "mean_a",
+                                       "mean_b", "diff", "ci_low", "ci_high"])
+vs_memit.to_csv(out / "alphaedit_minus_memit.csv", index=False)
+(vs_memit.assign(interval=[f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi in
+                           zip(vs_memit["diff"], vs_memit.ci_low, vs_memit.ci_high)])
+ .pivot_table(index=["model", "rule", "edits"], columns="measure", values="interval", aggfunc="first")
+ if len(vs_memit) else vs_memit)
+
+# %% [markdown]
+# ## The projector on each model (C5 per model, C1 across models)
+# From each model's `projection_check`: per edited layer, the share of directions P keeps, the share of the keys'
+# energy they carry, and ‖Pk‖/‖k‖ for held-out preserved keys (0 is perfect annihilation), edit keys and random
+# directions (≈ √(kept share)). The same absolute threshold keeps very different shares of directions on models whose
+# keys have different scales; the calibrated rule keeps the same share of energy on each.
+
+# %% tags=["hide-input"]
+proj_rows, c1_inputs, sweeps = [], {}, []
+for m in models:
+    for r in rules:
+        p = read_projection(root, m, r)
+        if p["table"] is None:
+            proj_rows.append(dict(model=m, rule=r, status=p["status"], note=p["note"]))
+            continue
+        t = p["table"]
+        proj_rows.append(dict(model=m, rule=r, status=p["status"], layers=", ".join(map(str, t.layer)),
+                              d_ff=int(t.d_ff.iloc[0]), kept_share=t.kept_share.mean(),
+                              kept_share_range=f"{t.kept_share.min():.2f}–{t.kept_share.max():.2f}",
+                              energy_kept=t.energy_kept.mean(), leak_heldout=t.ratio_heldout_mean.mean(),
+                              leak_edit_keys=t.ratio_edit_keys_mean.mean() if "ratio_edit_keys_mean" in t else None,
+                              leak_random=t.ratio_random_mean.mean(),
+                              C5=p["summary"].get("claims", {}).get("C5", {}).get("verdict", ""), note=p["note"]))
+        if r == "official":
+            c1_inputs[m] = dict(verdict=p["summary"].get("claims", {}).get("C1", {}).get("verdict"),
+                                kept_share=t.kept_share.mean(), energy_kept=t.energy_kept.mean(),
+                                leak=t.ratio_heldout_mean.mean())
+            sweep_path = root / compare.run_label(m, r) / "projection_check" / "threshold_sweep.csv"
+            if sweep_path.is_file():
+                sweeps.append(pd.read_csv(sweep_path).assign(model=m))
+projection = pd.DataFrame(proj_rows)
+projection.to_csv(out / "projection_by_model.csv", index=False)
+projection.round(3)
+
+# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-models-projector", "caption": "The projector at the official absolute threshold is a different object on each model. **Left:** share of directions P keeps against the threshold (the official value 0.02 is the dashed line), mean over the edited layers, one line per model. **Right:** the leakage ‖Pk‖/‖k‖ of held-out preserved keys against the same thresholds. Where the lines sit apart at 0.02, one absolute threshold keeps different shares and lets different amounts through on each model."}, "image": {"alt": "Two line charts with the threshold on a logarithmic horizontal axis: left, the kept share of directions between 0 and 1; right, the mean leakage of held-out keys; one line with markers per model and a dashed vertical line at 0.02."}}
+if sweeps:
+    sweep = pd.concat(sweeps).groupby(["model", "threshold"])[["kept_share", "ratio_heldout_mean"]].mean().reset_index()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for ax, col, title in zip(axes, ["kept_share", "ratio_heldout_mean"],
+                              ["share of directions kept", "held-out ‖Pk‖/‖k‖"]):
+        sns.lineplot(sweep, x="threshold", y=col, hue="model", marker="o", ax=ax, palette=palette)
+        ax.axvline(0.02, color="k", ls="--", lw=1)
+        ax.set(xscale="log", title=title, ylabel="")
+    fig.tight_layout()
+    fig.savefig(out / "projector_by_model.png", dpi=120, bbox_inches="tight")
+else:
+    print("No model's projection_check has run yet: no threshold sweep to show.")
+
+# %% [markdown]
+# ## What the edits did to the weights, per model
+# From `edit_count`'s per-batch diagnostics at the common milestones, mean over the edited layers: the relative
+# change of the weights ‖W − W⁰‖/‖W⁰‖, the condition number of the solved system and the drift of the edited layers'
+# outputs on held-out preserved keys.
+
+# %% tags=["hide-input"]
+diag_rows = []
+for run in present:
+    d = run.diagnostics
+    if d is None:
+        continue
+    d = d[d.edits.isin(common)]
+    if run.rule != "official":
+        d = d[d.method == "alphaedit"]
+    for (meth, e), g in d.groupby(["method", "edits"]):
+        diag_rows.append(dict(model=run.model, rule=run.rule, method=meth, edits=e,
+                              relative_change=g.relative_change.mean(), condition=g.condition.mean(),
+                              drift=g.drift.mean()))
+weights = pd.DataFrame(diag_rows, columns=["model", "rule", "method", "edits", "relative_change", "condition", "drift"])
+weights.to_csv(out / "weights_by_model.csv", index=False)
+weights.round(4)
+
+# %% [markdown]
+# ## What each run cost
+# Editing hours per method are the sum over batches of the time spent on targets, keys and solves (`diagnostics.csv`,
+# every sitting); wall hours add loading, statistics and evaluation and are known for the sittings recorded in
+# `sittings.jsonl` (written by `python -m alphaedit_core.compare run`); `provenance.json` describes the last sitting
+# only (it is rewritten at every sitting).
+
+# %% tags=["hide-input"]
+cost = pd.DataFrame([run_cost(run) for run in present])
+cost.to_csv(out / "cost.csv", index=False)
+cost.round(2) if len(cost) else Markdown("No run has results yet.")
+
+# %% [markdown]
+# ## Verdicts
+# **C8 (scale inside a family).** AlphaEdit on the larger and the smaller Qwen2.5-Coder, on the same records, at the
+# last milestone both reached (L) and the first (F); the paired difference larger − smaller in the two edit measures
+# (official efficacy, EasyEdit rewrite_acc). The larger model worse in some edit measure → *not reproduced*; better in
+# both, while it keeps ≥ 90% in both with no fall of more than 10 points from F and the smaller falls by more than 10
+# points in one → *reproduced*; better in one, or that hold-versus-drop pattern alone → *partly reproduced*; none of
+# these → *not reproduced* when L ≥ 1,000 edits, *not testable here* before (the claim's contrast is at 2,000 edits).
+#
+# **C10 (families).** AlphaEdit on one model per family (the first listed with results), on the same records at the
+# last milestone all of them reached. Families *differ* when some pair differs by 10 points or more in some measure
+# (efficacy, rewrite_acc, generalisation, rephrase_acc, specificity, locality, exact match) with a paired interval
+# that excludes 0. They *need their own tuning* when the official absolute threshold keeps shares of directions at
+# least 25 points apart on two families (the same number means a different P), or when the calibrated P changes a
+# non-LLaMA model's AlphaEdit by 10 points or more in some measure. Both → *reproduced*; one → *partly reproduced*;
+# neither → *not reproduced*; fewer than two families with results → *not testable here*.
+#
+# C8 and C10 are judged under each P rule; when the rules agree that is the verdict, when they disagree the effect
+# depends on how P is set and the verdict is *partly reproduced* if either rule reproduces the claim at least
+# partly. **C1 across models**: every model's `projection_check` C1 verdict reproduced → *reproduced*, some →
+# *partly reproduced*; the evidence lists how differently one threshold cuts each model's spectrum. Thresholds are
+# those of `alphaedit_core/compare.py`.
+
+# %% tags=["hide-input"]
+def pair_common(model_a: str, model_b: str, rule: str) -> list[int]:
+    return common_milestones({k: v for k, v in reached.items()
+                              if k[0] in (model_a, model_b) and k[1] == rule and k[2] == "alphaedit"})
+
+
+def has(model: str, rule: str) -> bool:
+    return bool(runs[(model, rule)].reached.get("alphaedit"))
+
+
+claims, cross_rows = {}, []
+small, large = scale_pair
+c8 = {}
+for r in rules:
+    both = pair_common(small, large, r) if has(small, r) and has(large, r) else []
+    if not both:
+        missing = [m for m in scale_pair if not has(m, r)]
+        c8[r] = dict(verdict="not testable here", evidence=(f"Not run yet: {', '.join(missing)}." if missing else
+                                                            "No milestone in common yet."))
+        continue
+    first, last = both[0], both[-1]
+    diffs = paired_rows(long, col="model", a=large, b=small, edits=last, where=dict(rule=r, method="alphaedit"),
+                        measures=EDIT_MEASURES, n_boot=n_boot, seed=seed)
+    cross_rows += [dict(claim="C8", rule=r, a=large, b=small, edits=last, measure=k, **v) for k, v in diffs.items()]
+    c8[r] = c8_scale(diffs, first_last(scores, model=small, rule=r, method="alphaedit", first=first, last=last),
+                     first_last(scores, model=large, rule=r, method="alphaedit", first=first, last=last),
+                     first=first, last=last, names=(small, large))
+claims["C8"] = combine_rules(c8)
+claims["C8"]["evidence"] = (f"Read inside one family ({small} vs {large}), not LLaMA3-8B vs LLaMA2-7B: size at equal "
+                            f"generation, not generation. " + claims["C8"]["evidence"])
+
+representatives = {}
+for m in models:  # one model per family: the first listed with an official AlphaEdit run
+    if has(m, "official"):
+        representatives.setdefault(family[m], m)
+c10 = {}
+for r in rules:
+    reps = {f: m for f, m in representatives.items() if has(m, r)}
+    together = common_milestones({k: v for k, v in reached.items()
+                                  if k[0] in reps.values() and k[1] == r and k[2] == "alphaedit"})
+    if len(reps) < 2 or not together:
+        c10[r] = dict(verdict="not testable here",
+                      evidence=f"Fewer than two families with a common milestone under this P rule "
+                               f"({', '.join(f'{f}: {m}' for f, m in reps.items()) or 'none'}); not run yet: "
+                               + (", ".join(m for m in models if not has(m, r)) or "none") + ".")
+        continue
+    last = together[-1]
+    names = sorted(reps)
+    pair_diffs = {}
+    for i, fa in enumerate(names):
+        for fb in names[i + 1:]:
+            pair_diffs[(fa, fb)] = paired_rows(long, col="model", a=reps[fa], b=reps[fb], edits=last,
+                                               where=dict(rule=r, method="alphaedit"),
+                                               measures=[*EDIT_MEASURES, "generalization", "rephrase_acc",
+                                                         *KEEP_MEASURES, "exact_match"], n_boot=n_boot, seed=seed)
+            cross_rows += [dict(claim="C10", rule=r, a=reps[fa], b=reps[fb], edits=last, measure=k, **v)
+                           for k, v in pair_diffs[(fa, fb)].items()]
+    kept = {f: c1_inputs[m]["kept_share"] for f, m in reps.items() if m in c1_inputs}
+    effect = {}
+    for f, m in reps.items():
+        if has(m, "calibrated") and has(m, "official"):
+            both_rules = pair_common(m, m, "official")
+            cal = set(runs[(m, "calibrated")].reached["alphaedit"])
+            at = [e for e in both_rules if e in cal and e <= last]
+            if at:
+                effect[f] = paired_rows(long, col="rule", a="calibrated", b="official", edits=at[-1],
+                                        where=dict(model=m, method="alphaedit"), n_boot=n_boot, seed=seed)
+                cross_rows += [dict(claim="C10 (P rule)", rule="calibrated − official", a=m, b=m, edits=at[-1],
+                                    measure=k, **v) for k, v in effect[f].items()]
+    c10[r] = c10_families(pair_diffs, kept, effect, last=last, reference=reference_family)
+claims["C10"] = combine_rules(c10)
+claims["C10"]["evidence"] = ("One model per family (" + (", ".join(f"{f}: {m}" for f, m in representatives.items())
+                                                         or "none with results yet") + "): family goes with size, instruction tuning (Gemma is a base model) and quantisation. "
+                             + claims["C10"]["evidence"])
+claims["C1"] = c1_across({m: c1_inputs.get(m, {}) for m in models})
+not_yet = [m for m in models if m not in c1_inputs]
+if not_yet:
+    claims["C1"]["evidence"] += f" Not run yet: {', '.join(not_yet)}."
+
+cross = pd.DataFrame(cross_rows)
+cross.to_csv(out / "cross_model_differences.csv", index=False)
+summary = dict(model=label, notebook="model_compare", n_edits=last_common, quick=quick, models=models,
+               families=family, rules=rules, common_milestones=common,
+               runs={f"{run.model}|{run.rule}": dict(status=run.status, label=run.label, reached=run.reached,
+                                                      notes=run.notes) for run in runs.values()},
+               not_run_yet=not_run, scale_pair=scale_pair, family_representatives=representatives,
+               claims=claims)
+(out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+for cid, c in claims.items():
+    print(f"{cid}: {c['verdict']} — {c['evidence']}")
+
+# %% tags=["hide-input"]
+if len(cross):
+    display(cross.assign(interval=[f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi in
+                                   zip(cross["diff"], cross.ci_low, cross.ci_high)])
+            [["claim", "rule", "a", "b", "edits", "measure", "n", "interval"]])
