@@ -81,6 +81,17 @@ class ModelAdapter:
         w = module.weight
         return w if isinstance(module, nn.Linear) else w.T
 
+    def layer_device(self, layer: int) -> torch.device:
+        """Where layer `layer`'s edited matrix lives: every tensor of the editor that belongs to this layer (keys,
+        residuals, projector, second moment, cache_c, the solve) is put here. On a model split by a device map
+        (``device_map="auto"``) this differs from layer to layer and from `input_device`."""
+        return self.weight_view(layer).device
+
+    @property
+    def input_device(self) -> torch.device:
+        """Where the input ids go: the input embeddings' device (on a split model, the first device)."""
+        return input_device(self.model)
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """LM head over already-normed hidden states [..., d_model] -> [..., vocab], with the model's soft-cap."""
         logits = self.lm_head(hidden)
@@ -88,6 +99,49 @@ class ModelAdapter:
         if cap:
             logits = torch.tanh(logits / cap) * cap
         return logits
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """The device of `model`'s input embeddings (the first parameter's, when it has none)."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    w = getattr(emb, "weight", None)
+    return w.device if isinstance(w, torch.Tensor) else next(model.parameters()).device
+
+
+def layerwise_device_map(model: nn.Module, devices: list) -> dict[str, object]:
+    """A device map (for accelerate's `dispatch_model` or ``from_pretrained(device_map=...)``) that splits the decoder
+    layers into contiguous blocks, one per device in `devices` (the first blocks one larger when they do not divide
+    evenly); the embeddings and the other modules next to the layers go on the first device, the final norm on the
+    last, the LM head on the last too unless it is tied to the input embeddings (then on the first). What
+    ``device_map="auto"`` does for a model too large for one device, chosen by hand so that tests and checks can
+    place the edited layers on different devices."""
+    a = ModelAdapter.from_model(model)
+    if not devices:
+        raise ValueError("layerwise_device_map needs at least one device")
+    n, k = a.n_layers, len(devices)
+    block = [devices[min(i * k // n, k - 1)] for i in range(n)]
+    base = a.layers_path.rsplit(".", 1)[0] if "." in a.layers_path else ""
+    parent = model.get_submodule(base) if base else model
+    final = next((nm for nm, m in parent.named_children() if m is a.final_norm), None)
+    device_map: dict[str, object] = {}
+    for name, _ in parent.named_children():
+        full = f"{base}.{name}" if base else name
+        if full == a.layers_path:
+            device_map |= {f"{full}.{i}": block[i] for i in range(n)}
+        else:
+            device_map[full] = devices[-1] if name == final else devices[0]
+    head = next(nm for nm, m in model.named_modules() if m is a.lm_head)
+    if head not in device_map:
+        emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+        tied = emb is not None and a.lm_head.weight is getattr(emb, "weight", None)
+        device_map[head] = devices[0] if tied else devices[-1]
+    return device_map
+
+
+def at_positions(h: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """h[rows, cols] with the index tensors moved to h's device first (a no-op when they are there already): an
+    activation captured by a hook lives on the device of the layer that produced it, not on the input device."""
+    return h[rows.to(h.device), cols.to(h.device)]
 
 
 def layer_output(output) -> torch.Tensor:

@@ -377,7 +377,7 @@ def perplexity(model, tok, corpus, *, n_tokens: int, seq_len: int, skip_tokens: 
             n = len(w) - 1
             if n > 0:
                 lp = torch.log_softmax(logits[i, :n].float(), dim=-1)
-                target = ids[i, 1:len(w)].to(device)
+                target = ids[i, 1:len(w)].to(lp.device)  # the logits are on the LM head's device
                 s = -lp.gather(-1, target[:, None]).to(torch.float64).sum().item()
             else:
                 s = 0.0

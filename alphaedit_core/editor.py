@@ -8,6 +8,16 @@ Per batch (the reference's `apply_AlphaEdit_to_model` / `execute_memit`):
   3. AlphaEdit only: keys recomputed on the edited model, cache_c[l] += K Kᵀ.
 Methods: "alphaedit" (P and cache_c), "alphaedit_no_cache" (P, without cache_c: an ablation), "memit".
 
+Devices: every tensor that belongs to edited layer l (its projector or second moment, cache_c[l], its keys, the
+residuals written into it, the solve and Δ) lives on l's device (`ModelAdapter.layer_device(l)`, the device of W_l);
+the targets z, h0 and the residual stream read at L live on L's device. Projectors and second moments are moved
+there once, when the editor is built; cache_c is allocated there. So a model on one accelerator, or split across
+several by a device map (`device_map="auto"`), is edited where its weights are. The solves run in float64 on that
+device (fast on data-centre GPUs, slow on consumer ones, whose float64 throughput is a small fraction of float32),
+which avoids moving the [d_ff, d_ff] state off the device at every batch. Checkpoints and snapshots hold CPU
+copies and are loaded back onto each layer's device. Offloaded layers (weights on the "meta" device, e.g.
+`device_map="auto"` with CPU/disk offload) cannot be edited in place: a ValueError names them.
+
 Stabilisers (hparams, all off by default): `target_stop="most_probable"` (ENCORE's early stopping, in step 1),
 `norm_constraint` μ (ENCORE's penalty μ‖Δ‖²_F on each update, in step 2), `value_anchor="nas"` (Norm-Anchor
 Scaling of the targets between steps 1 and 2). NAS's reference norm is taken from the unedited model: the
@@ -80,18 +90,30 @@ class Editor:
             missing = [l for l in hparams.layers if projectors is None or l not in projectors]
             if missing:
                 raise ValueError(f"AlphaEdit needs a projector for layers {missing}")
-        self.projectors, self.covs = projectors or {}, covs or {}
+        self.devices = {l: self.adapter.layer_device(l) for l in hparams.layers}  # where each edited layer lives
+        offloaded = [l for l, d in self.devices.items() if d.type == "meta"]
+        if offloaded:
+            raise ValueError(f"the weights of edited layer(s) {offloaded} are offloaded (on the 'meta' device): they "
+                             f"cannot be edited in place; load the model so that layers {list(hparams.layers)} sit "
+                             f"on a real device (e.g. a device_map without CPU/disk offload)")
+        projectors, covs = projectors or {}, covs or {}
+        self.statistics = ckpt.statistics_sha256(
+            [covs[l] for l in hparams.layers] if method == "memit"
+            else [projectors[l].basis for l in hparams.layers])
+        # the state each layer's solve reads, moved once to that layer's device (the caller's objects are untouched)
+        if method == "memit":
+            covs = {l: c.to(self.devices[l]) if l in self.devices else c for l, c in covs.items()}
+        else:
+            projectors = {l: p.to(self.devices[l]) if l in self.devices else p for l, p in projectors.items()}
+        self.projectors, self.covs = projectors, covs
         self.fast_targets, self.diagnostics, self.progress = fast_targets, diagnostics, progress
         self.original = {l: self.adapter.weight_view(l).detach().clone() for l in hparams.layers}
         from .models import model_fingerprint
 
         self.fingerprint = model_fingerprint(model)  # of the unedited model: a checkpoint of another is refused
-        self.statistics = ckpt.statistics_sha256(
-            [self.covs[l] for l in hparams.layers] if method == "memit"
-            else [self.projectors[l].basis for l in hparams.layers])
         self.batch_size: int | None = None  # set by run(); recorded in checkpoints
-        self.cache_c = {l: torch.zeros(self.adapter.d_ff, self.adapter.d_ff) for l in hparams.layers} \
-            if method == "alphaedit" else {}
+        self.cache_c = {l: torch.zeros(self.adapter.d_ff, self.adapter.d_ff, device=self.devices[l])
+                        for l in hparams.layers} if method == "alphaedit" else {}
         self.templates = templates if templates is not None else context_templates(
             model, tok, length=hparams.context_template_length, count=hparams.context_template_count,
             seed_words=hparams.context_template_seeds, seed=hparams.seed)
@@ -105,7 +127,9 @@ class Editor:
     @classmethod
     def prepare(cls, model, tok, hparams: EditHParams, *, method: str = "alphaedit", corpus=None,
                 fingerprint: str | None = None, stats_root: Path | None = None, **kwargs) -> "Editor":
-        """Compute (or read from the cache) the statistics of `hparams.mom2_corpus` and build the editor."""
+        """Compute (or read from the cache) the statistics of `hparams.mom2_corpus` and build the editor. The second
+        moments come back on the CPU and the projectors are built there (float64 eigendecomposition), so P is the
+        same whatever the model's placement; the editor then moves each to its layer's device."""
         from .corpus import get_corpus
         from .models import model_fingerprint
         from .projection import projector_from_cov
@@ -146,15 +170,15 @@ class Editor:
             s0 = time.perf_counter()
             keys, cur = keys_and_outputs(self.model, self.tok, a, requests, self.templates, [l], out_layer=L)
             s1 = time.perf_counter()
-            K = keys[l].T  # [d_ff, n]
-            R = (zs - cur.double()).T / (len(layers) - i)  # [d, n]
+            K = keys[l].T  # [d_ff, n], on l's device
+            R = ((zs - cur.double()).T / (len(layers) - i)).to(self.devices[l])  # [d, n]: from L's device to l's
             if self.method == "memit":
                 delta, A = memit_delta(K, R, self.covs[l], hp.mom2_update_weight, hp.norm_constraint)
             else:
                 delta, A = alphaedit_delta(K, R, self.projectors[l], self.cache_c.get(l), hp.L2, hp.norm_constraint)
             W = a.weight_view(l)
             with torch.no_grad():
-                W += delta.to(W.dtype)
+                W += delta.to(W.device, W.dtype)
             if self.diagnostics:
                 report.condition[l] = condition_number(A)
             report.delta_norm[l] = float(delta.norm())
@@ -285,8 +309,8 @@ class Editor:
         with torch.no_grad():
             for l in self.hp.layers:
                 self.adapter.weight_view(l).copy_(tensors[f"weight.{l}"])
-        for l in self.cache_c:
-            self.cache_c[l] = tensors[f"cache_c.{l}"].clone()
+        for l in self.cache_c:  # a checkpoint holds CPU tensors: back onto the layer's device
+            self.cache_c[l] = tensors[f"cache_c.{l}"].to(self.devices[l], copy=True)
         self.case_ids, self.request_hashes = list(meta["case_ids"]), list(meta["request_sha256"])
         self.anchor_norm = meta.get("value_anchor_norm")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .arch import ModelAdapter, capture_inputs, layer_output, run_until
+from .arch import ModelAdapter, at_positions, capture_inputs, layer_output, run_until
 from .prompts import template_groups, tokenize
 from .requests import EditRequest
 
@@ -22,8 +22,9 @@ def keys_and_outputs(
 ) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
     """Keys {layer: [n_requests, d_ff]}, averaged over the templates as the reference does (mean within the
     groups ["{}"] and [sampled...], then mean of the group means), and, when `out_layer` is given, the output
-    of decoder layer `out_layer` at the subject's last token of the bare prompt: [n_requests, d_model]."""
-    device = next(model.parameters()).device
+    of decoder layer `out_layer` at the subject's last token of the bare prompt: [n_requests, d_model].
+    Each layer's keys are on that layer's device (`ModelAdapter.layer_device`), the values on `out_layer`'s."""
+    device = adapter.input_device
     n_t = len(templates)
     texts = [t.format(r.prompt) for r in requests for t in templates]
     subjects = [r.subject for r in requests for _ in templates]
@@ -44,9 +45,9 @@ def keys_and_outputs(
             rows = torch.arange(len(t.lengths), device=device)
             idx = torch.tensor(t.subject_last, device=device)
             for l in layers:
-                per_row[l].append(store[l][rows, idx].float())
+                per_row[l].append(at_positions(store[l], rows, idx).float())
             if out_layer is not None:
-                outs.append(store[-1][rows, idx].float())
+                outs.append(at_positions(store[-1], rows, idx).float())
     finally:
         for h in handles:
             h.remove()
@@ -54,6 +55,8 @@ def keys_and_outputs(
     keys = {}
     for l in layers:
         k = torch.cat(per_row[l]).view(len(requests), n_t, -1)  # [n, templates, d_ff]
-        keys[l] = torch.stack([k[:, g].mean(1) for g in groups], 1).mean(1)
+        keys[l] = torch.stack([k[:, g].mean(1) for g in groups], 1).mean(1).to(adapter.layer_device(l))
     values = torch.cat(outs).view(len(requests), n_t, -1)[:, 0] if out_layer is not None else None
+    if values is not None:
+        values = values.to(adapter.layer_device(out_layer))
     return keys, values

@@ -37,15 +37,25 @@ class Projector:
     def d(self) -> int:
         return self.basis.shape[0]
 
+    @property
+    def device(self) -> torch.device:
+        return self.basis.device
+
+    def to(self, device: torch.device | str) -> "Projector":
+        """A copy with its tensors on `device` (the same tensors when they are there already): the Editor moves each
+        layer's projector once to that layer's device."""
+        return Projector(self.basis.to(device), self.complement, self.eigenvalues.to(device), self.n_kept)
+
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """P x for x of shape [d_ff, ...] (columns are vectors)."""
-        b = self.basis.to(x.dtype)
+        """P x for x of shape [d_ff, ...] (columns are vectors); on x's device (the basis is copied there when it is
+        elsewhere: place the projector with `to` to avoid that copy)."""
+        b = self.basis.to(x.device, x.dtype)
         coef = b.T @ x
         return x - b @ coef if self.complement else b @ coef
 
     def dense(self) -> torch.Tensor:
         """P as a [d_ff, d_ff] matrix (for small models and tests)."""
-        return self.apply(torch.eye(self.d, dtype=self.basis.dtype))
+        return self.apply(torch.eye(self.d, dtype=self.basis.dtype, device=self.basis.device))
 
     def energy_kept(self) -> float:
         """Share of tr C carried by the kept directions."""
@@ -53,8 +63,8 @@ class Projector:
         return float(ev[: self.n_kept].sum() / ev.sum())
 
     def key_ratio(self, keys: torch.Tensor) -> torch.Tensor:
-        """‖P k‖ / ‖k‖ for keys [n, d_ff] -> [n]."""
-        k = keys.T.to(self.basis.dtype)
+        """‖P k‖ / ‖k‖ for keys [n, d_ff] -> [n] (on the projector's device)."""
+        k = keys.T.to(self.basis.device, self.basis.dtype)
         return self.apply(k).norm(dim=0) / k.norm(dim=0)
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -133,5 +143,6 @@ def _energy(p: Projector) -> float:
 def subspace_cosine(a: Projector, b: Projector) -> float:
     """Mean squared cosine of the principal angles between range(P_a) and range(P_b):
     tr(P_a P_b) / max(rank) — 1 for identical kept spaces, ~r/d for unrelated ones."""
-    pa, pb = a.dense().to(torch.float64), b.dense().to(torch.float64)
+    pa = a.dense().to(torch.float64)
+    pb = b.dense().to(pa.device, torch.float64)
     return float(torch.trace(pa @ pb) / max(a.n_kept, b.n_kept, 1))

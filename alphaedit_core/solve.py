@@ -1,6 +1,7 @@
 """The closed-form weight updates of one layer: AlphaEdit and its MEMIT ablation. Pure functions over tensors.
 
-Shapes: keys K [d_ff, n], residuals R [d_model, n], updates Δ [d_model, d_ff]. Solved in float64.
+Shapes: keys K [d_ff, n], residuals R [d_model, n], updates Δ [d_model, d_ff]. Solved in float64, on K's device
+(the Editor puts every operand of layer l there, on l's device; operands found elsewhere are copied to it).
 
 Norm constraint (ENCORE, Gupta et al. 2025, "an explicit Frobenius norm-constraint" in the editing objective): a
 penalty μ‖Δ‖²_F on the update Δ = Ŵ − W of this batch (W: the weights before it), not on the edited matrix Ŵ
@@ -26,10 +27,11 @@ def alphaedit_delta(K: torch.Tensor, R: torch.Tensor, P: Projector, cache_c: tor
     penalises ‖Δ‖²_F of the projected update, so ENCORE's constraint on it is the same as raising L2 to L2 + μ;
     ‖Δ‖ falls monotonically as μ grows (on range(P), Δ = R Kᵀ P (P M P + (L2 + μ) I)⁻¹, a ridge solution).
     Returns (Δ, the system matrix A [d_ff, d_ff])."""
-    K, R = K.double(), R.double()
+    K = K.double()
+    R = R.to(K.device, torch.float64)
     M = K @ K.T
     if cache_c is not None:
-        M = M + cache_c.double()
+        M = M + cache_c.to(M.device, torch.float64)
     A = P.apply(M) + (L2 + norm_constraint) * torch.eye(M.shape[0], dtype=M.dtype, device=M.device)
     X = torch.linalg.solve(A, P.apply(K) @ R.T)
     return X.T, A
@@ -40,8 +42,9 @@ def memit_delta(K: torch.Tensor, R: torch.Tensor, C: torch.Tensor, mom2_update_w
     """Δ = R Kᵀ (λ C + K Kᵀ + μ I)⁻¹ with λ = mom2_update_weight, C = E[k kᵀ] (MEMIT) and μ = norm_constraint
     (ENCORE): the minimiser of ‖Δ K − R‖² + λ tr(Δ C Δᵀ) + μ ‖Δ‖²_F. μ = 0: MEMIT's solve, bit for bit.
     Returns (Δ, the system matrix A = λ C + K Kᵀ + μ I)."""
-    K, R = K.double(), R.double()
-    A = mom2_update_weight * C.double() + K @ K.T
+    K = K.double()
+    R = R.to(K.device, torch.float64)
+    A = mom2_update_weight * C.to(K.device, torch.float64) + K @ K.T
     if norm_constraint:
         A = A + norm_constraint * torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
     adj = torch.linalg.solve(A, K)  # [d_ff, n]

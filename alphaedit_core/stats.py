@@ -177,17 +177,18 @@ def compute_second_moments(
     tokens counted. A corpus shorter than `n_tokens` is a ValueError naming both counts; every matrix is checked
     by `validate_second_moment`.
 
-    Runs the model only up to the deepest requested layer; sums in float64."""
+    Runs the model only up to the deepest requested layer; sums in float64 on each layer's device; the matrices
+    returned are on the CPU (they are cached on disk; the Editor moves them to the layers' devices)."""
     check_layers(layers, adapter.n_layers)
     check_budget(n_tokens)
-    device = next(model.parameters()).device
-    sums = {l: torch.zeros(adapter.d_ff, adapter.d_ff, dtype=torch.float64, device=device) for l in layers}
+    sums = {l: torch.zeros(adapter.d_ff, adapter.d_ff, dtype=torch.float64, device=adapter.layer_device(l))
+            for l in layers}
     counted = 0
     with tqdm(total=n_tokens, desc="second moments", unit="tok", disable=not progress) as bar:
         for keys in _stream_keys(model, tok, adapter, layers, token_windows(tok, corpus, seq_len), n_tokens,
                                  batch_windows):
             for l, k in keys.items():
-                k = k.to(torch.float64)
+                k = k.to(sums[l].device, torch.float64)
                 sums[l] += k.T @ k
             n = len(next(iter(keys.values())))
             counted += n
@@ -318,7 +319,7 @@ def _stream_keys(model, tok, adapter: ModelAdapter, layers: list[int], windows: 
                  n_tokens: int | None, batch_windows: int) -> Iterator[dict[int, torch.Tensor]]:
     """Run the model on `n_tokens` tokens of `windows` (all of them when None), `batch_windows` windows at a time,
     up to the deepest layer; yield each batch's keys of every non-padding token: {layer: [tokens, d_ff]}."""
-    device = next(model.parameters()).device
+    device = adapter.input_device
     store: dict[int, torch.Tensor] = {}
     handles = capture_inputs({l: adapter.mlp_out(l) for l in layers}, store)
     try:
@@ -326,7 +327,8 @@ def _stream_keys(model, tok, adapter: ModelAdapter, layers: list[int], windows: 
             ids, mask = pad_right(batch, tok.pad_token_id or 0)
             run_until(model, adapter.mlp_out(max(layers)), input_ids=ids.to(device), attention_mask=mask.to(device))
             keep = mask.to(device).bool().reshape(-1)
-            yield {l: store[l].reshape(-1, adapter.d_ff)[keep] for l in layers}
+            # each layer's keys stay on the device of the layer that produced them (the mask follows them there)
+            yield {l: store[l].reshape(-1, adapter.d_ff)[keep.to(store[l].device)] for l in layers}
     finally:
         for h in handles:
             h.remove()

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .arch import ModelAdapter, StopForward, layer_output, replace_layer_output, run_until, stop_hook
+from .arch import ModelAdapter, StopForward, at_positions, layer_output, replace_layer_output, run_until, stop_hook
 from .hparams import EditHParams
 from .prompts import Tokenized, subject_last_index, target_ids, tokenize
 from .requests import EditRequest
@@ -145,8 +145,8 @@ def _losses(
     delta: torch.Tensor,  # [R, d]
     h0_norm: torch.Tensor,  # [R]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Per-request loss [R], the KL log-probs [R, V], and (target_stop "most_probable" only, else None) whether
-    every label is the argmax, per request [R]."""
+    """Per-request loss [R] (on delta's device), the KL log-probs [R, V], and (target_stop "most_probable" only, else
+    None) whether every label is the argmax, per request [R] (on the logits' device)."""
     n = delta.shape[0]
     logp = adapter.logits(adapter.final_norm(hidden_at_labels)).float().log_softmax(-1)
     labels, label_request = rows.labels.to(logp.device), rows.label_request.to(logp.device)
@@ -159,7 +159,7 @@ def _losses(
         kl_init = kl_logp.detach()
     kl = (kl_logp.exp() * (kl_logp - kl_init)).sum(-1)  # KL(current ‖ unedited), one prompt per request
     wd = delta.norm(dim=-1) / h0_norm**2
-    return nll + hp.kl_factor * kl + hp.v_weight_decay * wd, kl_init, hit
+    return (nll + hp.kl_factor * kl).to(delta.device) + hp.v_weight_decay * wd, kl_init, hit
 
 
 def _clamp(delta: torch.Tensor, max_norm: torch.Tensor) -> torch.Tensor:
@@ -175,23 +175,23 @@ def compute_targets_reference(
     """One request at a time, full forward per step, torch's Adam: the straightforward implementation."""
     L = hp.layers[-1]
     loss_layer = hp.loss_layer(adapter.n_layers)
-    device = next(model.parameters()).device
+    device, dev_L = adapter.input_device, adapter.layer_device(L)  # δ, z and h0 live with layer L
     zs, h0s, steps, losses = [], [], [], []
     for request in tqdm(requests, desc="targets (per request)", disable=not progress):
         rows = _build_rows(tok, [request], templates)
         ids, mask = rows.tok.input_ids.to(device), rows.tok.attention_mask.to(device)
-        lookup = torch.tensor(rows.tok.subject_last, device=device)
-        all_rows = torch.arange(ids.shape[0], device=device)
-        delta = torch.zeros(1, adapter.d_model, device=device, requires_grad=True)
+        lookup = torch.tensor(rows.tok.subject_last, device=dev_L)
+        all_rows = torch.arange(ids.shape[0], device=dev_L)
+        delta = torch.zeros(1, adapter.d_model, device=dev_L, requires_grad=True)
         opt = torch.optim.Adam([delta], lr=hp.v_lr, betas=ADAM_BETAS, eps=ADAM_EPS)
         state: dict = {}
 
         def add_delta(_m, _a, out):
             h = layer_output(out)
             if "h0" not in state:
-                state["h0"] = h[0, lookup[0]].detach().clone()
+                state["h0"] = h[0, lookup[0].to(h.device)].detach().clone().to(dev_L)
             add = torch.zeros_like(h)
-            add[all_rows, lookup] = delta[0].to(h.dtype)
+            add[all_rows.to(h.device), lookup.to(h.device)] = delta[0].to(h.device, h.dtype)
             return replace_layer_output(out, h + add)
 
         def grab(_m, _a, out):
@@ -209,12 +209,12 @@ def compute_targets_reference(
                     model(input_ids=ids, attention_mask=mask, use_cache=False)
                 except StopForward:
                     pass
-                out = state["out"]
+                out = state["out"]  # on the loss layer's device
                 h0 = state["h0"]
-                kl_rows = rows.kl_rows.to(device)
+                kl_rows = rows.kl_rows.to(dev_L)
                 loss, kl_init, hit = _losses(
-                    hp, rows, adapter, out[rows.label_rows.to(device), rows.label_pos.to(device)],
-                    out[kl_rows, lookup[kl_rows]],
+                    hp, rows, adapter, at_positions(out, rows.label_rows, rows.label_pos),
+                    at_positions(out, kl_rows, lookup[kl_rows]),
                     kl_init, delta, h0.norm()[None])
                 hits += int(hit is not None and bool(hit[0]))
                 if loss.item() < hp.early_stop_loss or it == hp.v_num_grad_steps - 1:
@@ -310,7 +310,7 @@ class _Group:
     def replay(self, delta_rows: torch.Tensor) -> torch.Tensor:
         """Output of the loss layer [b, W, d] with δ ([b, d], one per row) added at the subject's last token."""
         h = self.hL.clone()
-        h[:, 0] = h[:, 0] + delta_rows.to(h.dtype)
+        h[:, 0] = h[:, 0] + delta_rows.to(h.device, h.dtype)
         for l in self.upper:
             args, kwargs = self.calls[l]
             h = layer_output(self.adapter.layers[l](h, *args, **kwargs))
@@ -336,7 +336,9 @@ class _Chunk:
         self.adapter, self.hp, self.fused_head = adapter, hp, fused_head
         L, top = hp.layers[-1], hp.loss_layer(adapter.n_layers)
         upper = list(range(L + 1, top + 1))
-        device = next(model.parameters()).device
+        # row bookkeeping on the input device (it indexes the ids); what indexes δ, h0 and the state of the requests
+        # on layer L's device (`dev_L`); what indexes the loss layer's output on that layer's device (`dev_top`)
+        device, dev_L, dev_top = adapter.input_device, adapter.layer_device(L), adapter.layer_device(top)
         rows = self.rows = _build_rows(tok, requests, templates)
         ids = rows.tok.input_ids.to(device)
         lookup = torch.tensor(rows.tok.subject_last, device=device)
@@ -362,30 +364,31 @@ class _Chunk:
             members.append(idx)
         self.groups = [_Group(model, adapter, L, upper, ids[idx], lengths[idx], lookup[idx]) for idx in members]
         request_of_row = rows.request_of_row.to(device)
-        self.group_requests = [request_of_row[idx] for idx in members]
+        self.group_requests = [request_of_row[idx].to(dev_L) for idx in members]
         # label positions, group by group, in suffix coordinates; the label metadata in the same order
         label_rows = rows.label_rows.to(device)
         label_group = group_of_row[label_rows]
         order = torch.cat([(label_group == g).nonzero()[:, 0] for g in range(len(keys))])
         label_rows = label_rows[order]
         label_cols = rows.label_pos.to(device)[order] - lookup[label_rows]
-        self.label_index = [(local[label_rows[label_group[order] == g]], label_cols[label_group[order] == g])
-                            for g in range(len(keys))]
+        self.label_index = [(local[label_rows[label_group[order] == g]].to(dev_top),
+                             label_cols[label_group[order] == g].to(dev_top)) for g in range(len(keys))]
         self.labels = rows.labels.to(device)[order]
         self.label_weight = rows.label_weight.to(device)[order]
         self.label_request = rows.label_request.to(device)[order]
         # the KL rows, group by group, and the permutation back to request order
         kl_group = group_of_row[kl_rows]
-        self.kl_index = [local[kl_rows[kl_group == g]] for g in range(len(keys))]
+        self.kl_index = [local[kl_rows[kl_group == g]].to(dev_top) for g in range(len(keys))]
         kl_order = torch.cat([(kl_group == g).nonzero()[:, 0] for g in range(len(keys))])
         self.kl_back = torch.empty_like(kl_order)
         self.kl_back[kl_order] = torch.arange(len(kl_order), device=device)
+        self.kl_back = self.kl_back.to(dev_top)
         # h0: layer L's output at the bare template's subject token
         first = rows.first_rows.to(device)
-        self.h0 = torch.zeros(len(requests), adapter.d_model, device=device)
+        self.h0 = torch.zeros(len(requests), adapter.d_model, device=dev_L)
         for g, grp in enumerate(self.groups):
             sel = (group_of_row[first] == g).nonzero()[:, 0]
-            self.h0[sel] = grp.hL[local[first[sel]], 0]
+            self.h0[sel.to(dev_L)] = grp.hL[local[first[sel]].to(grp.hL.device), 0].to(dev_L, self.h0.dtype)
         self.kl_init: torch.Tensor | None = None
         self.hit: torch.Tensor | None = None  # [R] every label the argmax at the last `losses` (most_probable)
 
@@ -393,10 +396,11 @@ class _Chunk:
         """Per-request loss [R] for deltas [R, d]; sets `hit` (see `_losses`)."""
         at_labels, at_kl = [], []
         for grp, req, (lrows, lcols), krows in zip(self.groups, self.group_requests, self.label_index, self.kl_index):
-            h = grp.replay(delta[req])
-            at_labels.append(h[lrows, lcols])
-            at_kl.append(h[krows, 0])
-        at_labels, at_kl = torch.cat(at_labels), torch.cat(at_kl)[self.kl_back]
+            h = grp.replay(delta[req])  # on the loss layer's device
+            at_labels.append(at_positions(h, lrows, lcols))
+            at_kl.append(h[krows.to(h.device), 0])
+        at_labels, at_kl = torch.cat(at_labels), torch.cat(at_kl)
+        at_kl = at_kl[self.kl_back.to(at_kl.device)]
         if not self.fused_head:
             loss, self.kl_init, self.hit = _losses(self.hp, self._rows_view(), self.adapter, at_labels, at_kl,
                                                    self.kl_init, delta, self.h0.norm(dim=-1))
@@ -421,6 +425,7 @@ def _head_losses(hp: EditHParams, adapter: ModelAdapter, at_labels: torch.Tensor
     matmul dominates, logsumexp materialises the same temporaries): kept as an option, off by default."""
     n, p = delta.shape[0], at_labels.shape[0]
     logits = adapter.logits(adapter.final_norm(torch.cat([at_labels, at_kl]))).float()
+    labels, label_weight, label_request = (t.to(logits.device) for t in (labels, label_weight, label_request))
     lab = logits[:p]
     picked = lab.gather(1, labels[:, None])[:, 0]
     nll = torch.zeros(n, device=logits.device).index_add(0, label_request, (lab.logsumexp(-1) - picked) * label_weight)
@@ -430,7 +435,7 @@ def _head_losses(hp: EditHParams, adapter: ModelAdapter, at_labels: torch.Tensor
         kl_init = kl_logp.detach()
     kl = (kl_logp.exp() * (kl_logp - kl_init)).sum(-1)
     wd = delta.norm(dim=-1) / h0_norm**2
-    return nll + hp.kl_factor * kl + hp.v_weight_decay * wd, kl_init, hit
+    return (nll + hp.kl_factor * kl).to(delta.device) + hp.v_weight_decay * wd, kl_init, hit
 
 
 def _is_cache(value) -> bool:
@@ -454,8 +459,9 @@ def compute_targets(
     """All requests, `hp.targets_chunk` at a time, with the caching described in the module docstring.
     A chunk is rebuilt for its still-active requests when fewer than `rebuild_below` of its requests are active.
     `grouping` and `fused_head` choose the layout of the replayed rows and the loss head (see `_Chunk`,
-    `_head_losses`); every choice gives the same z to float rounding, the defaults are the fastest measured."""
-    device = next(model.parameters()).device
+    `_head_losses`); every choice gives the same z to float rounding, the defaults are the fastest measured.
+    z and h0 are on layer L's device (`ModelAdapter.layer_device`)."""
+    device = adapter.layer_device(hp.layers[-1])
     n = len(requests)
     zs = torch.zeros(n, adapter.d_model, device=device)
     h0s = torch.zeros_like(zs)
@@ -481,7 +487,7 @@ def _suffix_length(tok, request: EditRequest) -> int:
 
 def _optimise(model, tok, adapter, requests, templates, hp, rebuild_below, layout: dict) -> TargetResult:
     n = len(requests)
-    device = next(model.parameters()).device
+    device = adapter.layer_device(hp.layers[-1])  # δ, its Adam state and the requests' flags live with layer L
     chunk = _Chunk(model, tok, adapter, requests, templates, hp, **layout)
     members = torch.arange(n, device=device)  # requests present in the chunk
     h0 = chunk.h0.clone()
@@ -498,7 +504,7 @@ def _optimise(model, tok, adapter, requests, templates, hp, rebuild_below, layou
             saved_kl = chunk.kl_init
             chunk = _Chunk(model, tok, adapter, [requests[i] for i in keep.tolist()], templates, hp, **layout)
             # the unedited model's KL distribution stays the one of step 0
-            chunk.kl_init = saved_kl[_positions(members, keep)]
+            chunk.kl_init = saved_kl[_positions(members, keep).to(saved_kl.device)]
             members = keep
         d = delta[members].clone().requires_grad_(True)
         loss = chunk.losses(d)
@@ -506,7 +512,7 @@ def _optimise(model, tok, adapter, requests, templates, hp, rebuild_below, layou
             last[members.cpu()] = loss.detach().cpu()
             done = (loss < hp.early_stop_loss) | (it == hp.v_num_grad_steps - 1)
             if _most_probable(hp):
-                hits[members] += chunk.hit.to(torch.long)
+                hits[members] += chunk.hit.to(device, torch.long)
                 done |= hits[members] >= hp.most_probable_count
             active[members] &= ~done
         step_rows = members[active[members]]
@@ -542,8 +548,8 @@ def mlp_outputs(model, tok, adapter: ModelAdapter, requests: list[EditRequest], 
     `template.format(prompt)` (the bare template "{}": where h0 is read), on the model as it is now. For LLaMA,
     Qwen2 and GPT-2 it is the MLP's whole contribution to the residual stream (h0 − v0: the residual entering the
     MLP block); Gemma3 passes it through a post-feedforward norm first, so there v0 is the value before that norm
-    (the vector W k the edit writes) and h0 − v0 is not the residual entering the MLP."""
-    device = next(model.parameters()).device
+    (the vector W k the edit writes) and h0 − v0 is not the residual entering the MLP. On `layer`'s device."""
+    device = adapter.input_device
     store: dict[str, torch.Tensor] = {}
     module = adapter.mlp_out(layer)
     handle = module.register_forward_hook(lambda _m, _a, out: store.__setitem__("v", out))
@@ -554,10 +560,10 @@ def mlp_outputs(model, tok, adapter: ModelAdapter, requests: list[EditRequest], 
             t = tokenize(tok, [template.format(r.prompt) for r in part], [r.subject for r in part])
             run_until(model, module, input_ids=t.input_ids.to(device), attention_mask=t.attention_mask.to(device))
             rows = torch.arange(len(part), device=device)
-            out.append(store["v"][rows, torch.tensor(t.subject_last, device=device)].float())
+            out.append(at_positions(store["v"], rows, torch.tensor(t.subject_last, device=device)).float())
     finally:
         handle.remove()
-    return torch.cat(out)
+    return torch.cat(out).to(adapter.layer_device(layer))
 
 
 def value_vectors(z: torch.Tensor, h0: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:

@@ -301,8 +301,10 @@ def _score_shared(model, tok, encoded, to_decode: list[str], max_new_tokens: int
 
 
 def _select_rows(cache: Any, rows: list[int], n: int, device: torch.device) -> list[int]:
-    """Keep only `rows` of the cache (in place) where the cache can; the rows it now holds."""
+    """Keep only `rows` of the cache (in place) where the cache can; the rows it now holds. The index is a CPU
+    tensor: each layer's keys/values live on that layer's device (a split model), and a CPU index can index a tensor
+    on any device, where one on the first device cannot index a layer held on another."""
     if len(rows) < n and hasattr(cache, "batch_select_indices"):
-        cache.batch_select_indices(torch.tensor(rows, device=device))
+        cache.batch_select_indices(torch.tensor(rows))
         return rows
     return list(range(n))
