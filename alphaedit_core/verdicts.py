@@ -226,3 +226,200 @@ def p3_representations(vs_memit: Mapping[str, Paired], edits: int) -> dict[str, 
              for k, v in vs_memit.items()]
     return dict(verdict=verdict, evidence=f"Relative distance ‖h − h⁰‖/‖h⁰‖ of hidden states on held-out text "
                 f"after {edits} edits, AlphaEdit vs MEMIT, paired over token blocks: " + "; ".join(parts) + ".")
+
+
+# ------------------------------------------------------------------------ N1 and C7's why (notebooks/collapse)
+# N1 (CLAIMS.md, "later work on the collapse"): the edited matrices' norm grows with the number of edits, that growth
+# and not the number of edits as such brings the collapse, and bounding it postpones the collapse. Tested on one
+# stream of AlphaEdit edits run plainly and with stabilisers (ENCORE's most-probable early stopping and norm
+# constraint, Norm-Anchor Scaling), all on the same records; the norm is ‖W − W⁰‖_F / ‖W⁰‖_F of the last edited layer
+# at each milestone, the scores are the two families of C7 (official efficacy, EasyEdit rewrite_acc).
+#
+# - grows: the plain stream's norm at its last milestone is at least `GROWS` × its norm at the first.
+# - tracks (norm growth, not the edit count): at the same number of edits (each milestone from `LONG` on with at
+#   least 3 AlphaEdit streams), the streams with the larger norm have lost more since their own first milestone: the
+#   mean over milestones and families of Spearman's ρ(norm, score − first-milestone score) across the streams is
+#   ≤ −`TRACK`. Holding the edit count fixed is what separates "norm growth" from "number of edits"; the loss since
+#   the first milestone (not the score itself) is the collapse, so a stream that edits less well from the start is
+#   not counted as collapsed. MEMIT is quoted beside it, never pooled: its update spreads over other directions,
+#   so a norm of MEMIT and one of AlphaEdit are not the same dose.
+# - postpones: a stabilised stream that bounds the norm (≤ `BOUNDED` × the plain stream's at the last common
+#   milestone) and edits as well at the start (first-milestone score within `DROP` of the plain stream's in both
+#   families, so that it did not buy its stability by editing less) reaches the plain stream's onset later, or not
+#   within the stream, in some family and earlier in none. The onset is the plain stream's first collapse milestone in
+#   a family where it collapses, else its first drop (`onsets`). A 2,000-edit stream shows a postponement of at most
+#   the edits left after the plain onset; "by thousands of edits" is reported as a lower bound.
+# N1: grows, tracks and postpones → reproduced; tracks or postpones → partly reproduced; neither → not reproduced.
+# "Not testable here" until the plain stream and at least one stabilised stream have reached max(`LONG`, planned
+# edits), and when the plain stream shows neither a drop nor a collapse (nothing to explain).
+# C7's why answers the two questions of the same rule: does the collapse track norm growth, does bounding the norm
+# postpone it (yes: both, partly: one, no: neither).
+GROWS = 2.0
+TRACK = 0.5
+BOUNDED = 0.75
+FAMILIES = ("efficacy", "rewrite_acc")
+N1_QUOTED = ("Quoted from the papers, not measured here: ENCORE (Gupta et al. 2025) scales locate-then-edit methods "
+             "to 10,000 sequential edits (Llama3-8B among its models) without losing downstream performance and cuts "
+             "editing time by 42–61%; Norm-Anchor Scaling (Liu et al. 2026) extends the usable editing horizon by "
+             "more than 4× and improves long-run editing performance by 72.2% on average.")
+
+
+def _average_ranks(x: list[float]) -> list[float]:
+    order = sorted(range(len(x)), key=lambda i: x[i])
+    ranks = [0.0] * len(x)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def rank_correlation(x: list[float], y: list[float]) -> float:
+    """Spearman's ρ (Pearson correlation of the average ranks); NaN for fewer than 3 pairs or a constant side."""
+    if len(x) != len(y):
+        raise ValueError(f"need pairs: {len(x)} x values, {len(y)} y values")
+    if len(x) < 3:
+        return math.nan
+    rx, ry = _average_ranks(list(x)), _average_ranks(list(y))
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx, syy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else math.nan
+
+
+def norm_mechanism(scores: Mapping[str, Scores], norms: Scores, n_planned: int, variants: list[str],
+                   reference: str = "alphaedit") -> dict:
+    """The pieces of N1 and of C7's why (see above) from `scores` {family: {stream: {edits: score}}} (families
+    `FAMILIES`) and `norms` {stream: {edits: ‖W − W⁰‖/‖W⁰‖ at the last edited layer}} at the milestones.
+    `variants` are the stabilised AlphaEdit streams; other streams in `norms` (MEMIT) are context only.
+    Returns a dict with `testable` (bool) and `why_not` (str), and when testable: `grows`, `growth`, `tracks`
+    (None when no milestone has 3 streams), `rho` (mean ρ), `rhos` [(family, edits, ρ)], `onset` {family:
+    (kind, edits)} of the reference and `per_variant` {variant: {bounded, norm_ratio, edits_as_well, onsets
+    {family: edits or None}, later, earlier, postponed, last}}."""
+    need = max(LONG, n_planned)
+
+    def reached(stream: str) -> int:
+        done = [max(_milestones(scores[f].get(stream, {})), default=0) for f in FAMILIES]
+        return min(done + [max(_milestones(norms.get(stream, {})), default=0)])
+
+    out: dict = dict(testable=False, why_not="", need=need, reached={s: reached(s) for s in [reference, *variants]})
+    if out["reached"][reference] < need:
+        out["why_not"] = (f"The plain {reference} stream is evaluated up to {out['reached'][reference]:,} edits; "
+                          f"the rule needs {need:,}.")
+        return out
+    ready = [v for v in variants if out["reached"][v] >= need]
+    if not ready:
+        out["why_not"] = (f"No stabilised stream has reached the {need:,} edits the rule needs ("
+                          + ", ".join(f"{v} {out['reached'][v]:,}" for v in variants) + ").")
+        return out
+    ref_onsets = {f: onsets(scores[f][reference]) for f in FAMILIES}
+    onset = {f: ("collapse", o["collapse"]) if o["collapse"] else ("drop", o["drop"]) for f, o in ref_onsets.items()
+             if o["drop"] or o["collapse"]}
+    if not onset:
+        out["why_not"] = (f"The plain {reference} stream neither drops nor collapses within "
+                          f"{out['reached'][reference]:,} edits: there is no collapse to explain.")
+        return out
+    ref_norm = norms[reference]
+    done = _milestones(ref_norm)
+    growth = ref_norm[done[-1]] / ref_norm[done[0]] if ref_norm[done[0]] > 0 else math.inf
+    rhos = []
+    for f in FAMILIES:
+        for m in sorted(set(done) | {m for v in ready for m in _milestones(norms[v])}):
+            if m < LONG:
+                continue
+            pts = [(norms[s][m], scores[f][s][m] - scores[f][s][_milestones(scores[f][s])[0]])
+                   for s in [reference, *ready] if m in norms[s] and m in scores[f][s]]
+            rho = rank_correlation([p[0] for p in pts], [p[1] for p in pts])
+            if not math.isnan(rho):
+                rhos.append((f, m, rho))
+    rho = sum(r[2] for r in rhos) / len(rhos) if rhos else math.nan
+    per_variant = {}
+    for v in ready:
+        common = sorted(set(_milestones(norms[v])) & set(done))
+        norm_ratio = norms[v][common[-1]] / ref_norm[common[-1]] if common and ref_norm[common[-1]] > 0 else math.nan
+        firsts = {f: (_milestones(scores[f][v])[0], _milestones(scores[f][reference])[0]) for f in FAMILIES}
+        edits_as_well = all(scores[f][v][a] >= scores[f][reference][b] - DROP for f, (a, b) in firsts.items())
+        later, earlier, v_onsets = [], [], {}
+        for f, (kind, at) in onset.items():
+            o = onsets(scores[f][v])
+            v_onsets[f] = o[kind]
+            if o[kind] is None:
+                if o["last"] >= at:
+                    later.append(f)
+            elif o[kind] > at:
+                later.append(f)
+            elif o[kind] < at:
+                earlier.append(f)
+        bounded = norm_ratio <= BOUNDED
+        per_variant[v] = dict(bounded=bounded, norm_ratio=norm_ratio, edits_as_well=edits_as_well, onsets=v_onsets,
+                              later=later, earlier=earlier, last=out["reached"][v],
+                              postponed=bool(bounded and edits_as_well and later and not earlier))
+    out.update(testable=True, grows=growth >= GROWS, growth=growth, tracks=None if not rhos else rho <= -TRACK,
+               rho=rho, rhos=rhos, onset=onset, per_variant=per_variant)
+    return out
+
+
+def _mechanism_evidence(mech: dict, norms: Scores, scores: Mapping[str, Scores], reference: str) -> str:
+    ref = norms[reference]
+    done = _milestones(ref)
+    parts = [f"plain {reference}: ‖W−W⁰‖/‖W⁰‖ at the last edited layer {ref[done[0]]:.2f} at {done[0]} edits, "
+             f"{ref[done[-1]]:.2f} at {done[-1]} (×{mech['growth']:.1f}); onset "
+             + ", ".join(f"{f} {kind} at {at}" for f, (kind, at) in mech["onset"].items())]
+    if mech["rhos"]:
+        parts.append(f"at equal edits (≥ {LONG:,}), Spearman ρ(norm, change since the first milestone) across the "
+                     "AlphaEdit streams "
+                     + ", ".join(f"{f}@{m} {r:+.2f}" for f, m, r in mech["rhos"]) + f", mean {mech['rho']:+.2f} "
+                     f"({'tracks' if mech['tracks'] else 'does not track'}: ≤ {-TRACK:+.2f} needed)")
+    else:
+        parts.append("fewer than 3 AlphaEdit streams at any milestone: no rank correlation at equal edits")
+    for v, p in mech["per_variant"].items():
+        onset_txt = ", ".join(f"{f} {'none by ' + str(p['last']) if at is None else at}"
+                              for f, at in p["onsets"].items())
+        verdict = ("postpones the onset" if p["postponed"] else
+                   "does not bound the norm" if not p["bounded"] else
+                   "edits worse from the start" if not p["edits_as_well"] else
+                   "onset earlier" if p["earlier"] else "onset not later")
+        parts.append(f"{v}: norm ×{p['norm_ratio']:.2f} of plain, onset {onset_txt} ({verdict})")
+    others = [s for s in norms if s != reference and s not in mech["reached"]]
+    for s in others:
+        m = max(set(_milestones(norms[s])) & set(done), default=None)
+        if m is not None:
+            acc = ", ".join(f"{f} {scores[f][s][m]:.1%}" for f in FAMILIES if m in scores[f].get(s, {}))
+            parts.append(f"context (not in the rule): {s} at {m} edits, norm {norms[s][m]:.2f}"
+                         + (f", {acc}" if acc else ""))
+    return "; ".join(parts) + "."
+
+
+def n1_norm_growth(scores: Mapping[str, Scores], norms: Scores, n_planned: int, variants: list[str],
+                   reference: str = "alphaedit") -> dict[str, str]:
+    """N1 {"verdict", "evidence", "quoted"} by the rule above (`norm_mechanism` for the inputs)."""
+    mech = norm_mechanism(scores, norms, n_planned, variants, reference)
+    if not mech["testable"]:
+        return dict(verdict="not testable here", evidence=mech["why_not"], quoted=N1_QUOTED)
+    postponed = [v for v, p in mech["per_variant"].items() if p["postponed"]]
+    verdict = ("reproduced" if mech["grows"] and mech["tracks"] and postponed
+               else "partly reproduced" if mech["tracks"] or postponed else "not reproduced")
+    evidence = _mechanism_evidence(mech, norms, scores, reference)
+    if postponed:
+        evidence += (" Stabilisers that postpone the onset: " + ", ".join(postponed) + f". The streams end at "
+                     f"{max(mech['reached'].values()):,} edits: an onset beyond the end is a postponement of unknown "
+                     "size (a lower bound), so 'by thousands of edits' is not testable here.")
+    return dict(verdict=verdict, evidence=evidence, quoted=N1_QUOTED)
+
+
+def c7_why(scores: Mapping[str, Scores], norms: Scores, n_planned: int, variants: list[str],
+           reference: str = "alphaedit") -> dict[str, str]:
+    """C7's why {"question", "answer", "evidence"}: does the collapse track norm growth, and does bounding the
+    norm postpone it? answer "yes" (both), "partly" (one), "no" (neither) or "not testable here"."""
+    question = "Does the collapse track the growth of ‖W − W⁰‖, and does bounding the norm postpone it?"
+    mech = norm_mechanism(scores, norms, n_planned, variants, reference)
+    if not mech["testable"]:
+        return dict(question=question, answer="not testable here", evidence=mech["why_not"])
+    tracks = bool(mech["tracks"])
+    postpones = any(p["postponed"] for p in mech["per_variant"].values())
+    answer = "yes" if tracks and postpones else "partly" if tracks or postpones else "no"
+    return dict(question=question, answer=answer, evidence=_mechanism_evidence(mech, norms, scores, reference))

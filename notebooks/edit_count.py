@@ -107,7 +107,7 @@ print("hyperparameters:", json.dumps(hp.to_dict()))
 # kept next to the checkpoints.
 
 # %%
-baseline_path = run_dir / "baseline.json"
+baseline_path = cache_dir("runs", "unedited") / f"baseline-{model_fingerprint(lm)}-{data_digest}.json"  # shared by runs
 if baseline_path.exists():
     baseline = json.loads(baseline_path.read_text())
 else:

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from tiny import TEXT, tiny_model, tiny_tokenizer
+from tiny import notebook_setup
 
 from alphaedit_core.hparams import EditHParams
 from alphaedit_core.study import ROOT, run_notebook
@@ -16,15 +16,7 @@ pytest.importorskip("papermill")
 @pytest.fixture
 def tiny_setup(tmp_path, monkeypatch):
     monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "cache"))
-    folder = tmp_path / "tiny-llama"
-    tiny_model("llama").save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join([TEXT] * 4))
-    hp = EditHParams(layers=[1, 2], v_num_grad_steps=4, context_template_count=2, context_template_length=5,
-                     mom2_corpus=str(corpus), mom2_n_tokens=300, mom2_seq_len=64, targets_chunk=4, batch_size=2,
-                     nullspace_mode="energy", nullspace_energy=0.1)  # the official 0.02 keeps all of a tiny model
-    hp.save(tmp_path / "hparams.json")
+    folder, _ = notebook_setup(tmp_path)
     return tmp_path, folder
 
 
@@ -94,7 +86,8 @@ def assert_rescored_snapshot_equals_the_run(tmp_path, folder, out):
     meta = editor.load_snapshot(snapshot_path(run_dir / "alphaedit", 2))
     records = load_offline_counterfact(n=4, seed=0)
     assert meta["case_ids"] == [r["case_id"] for r in records[:2]]
-    baseline = json.loads((run_dir / "baseline.json").read_text())
+    baseline_file, = (tmp_path / "cache" / "runs" / "unedited").glob("baseline-*.json")  # shared by runs
+    baseline = json.loads(baseline_file.read_text())
     again = evaluate(model, tok, records[:2], baseline=baseline, families=("official", "easyedit"),
                      edited=records[:2], progress=False)
     key = ["case_id", "family", "prompt_kind", "metric"]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tiny import TEXT, tiny_model, tiny_tokenizer
+from tiny import notebook_setup
 
 from alphaedit_core import sweeps
 from alphaedit_core.hparams import EditHParams
@@ -162,15 +162,7 @@ def test_verdict_rules():
 def tiny_setup(tmp_path, monkeypatch):
     pytest.importorskip("papermill")
     monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "cache"))
-    folder = tmp_path / "tiny-llama"
-    tiny_model("llama").save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join([TEXT] * 4))
-    hp = EditHParams(layers=[1, 2], v_num_grad_steps=4, context_template_length=5, context_template_count=2,
-                     mom2_corpus=str(corpus), mom2_n_tokens=300, mom2_seq_len=64, targets_chunk=4, batch_size=2,
-                     v_lr=0.5, clamp_norm_factor=4.0, nullspace_mode="energy", nullspace_energy=0.1)
-    hp.save(tmp_path / "hparams.json")
+    folder, hp = notebook_setup(tmp_path, v_lr=0.5, clamp_norm_factor=4.0)
     # C3's reference preset for the tiny model: other target-optimisation settings, other statistics (not migrated)
     hp.replace(v_lr=0.1, clamp_norm_factor=0.75, mom2_n_tokens=999, layers=[0, 1]).save(tmp_path / "reference.json")
     return tmp_path, folder

@@ -65,3 +65,21 @@ def tiny_model(arch: str = "llama", seed: int = 0, layers: int = 4):
         raise ValueError(arch)
     model.eval().requires_grad_(False)
     return model
+
+
+def notebook_setup(tmp_path, **hp_changes):
+    """A tiny llama saved as a model folder, a corpus file and `hparams.json` under `tmp_path`, for executing a
+    study notebook end to end in seconds. Returns (model folder, hparams)."""
+    from alphaedit_core.hparams import EditHParams
+
+    folder = tmp_path / "tiny-llama"
+    tiny_model("llama").save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join([TEXT] * 4))
+    hp = EditHParams(layers=[1, 2], v_num_grad_steps=4, context_template_count=2, context_template_length=5,
+                     mom2_corpus=str(corpus), mom2_n_tokens=300, mom2_seq_len=64, targets_chunk=4, batch_size=2,
+                     nullspace_mode="energy", nullspace_energy=0.1)  # the official 0.02 keeps all of a tiny model
+    hp = hp.replace(**hp_changes) if hp_changes else hp
+    hp.save(tmp_path / "hparams.json")
+    return folder, hp

@@ -1,0 +1,477 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Why the long stream collapses, and what stops it
+#
+# **C7** (the why) The edit-count chapter shows AlphaEdit's accuracy falling past 1,000 edits and collapsing around
+# 2,000. Two things went with it: at the last edited layer the edited weights moved by ‖W − W⁰‖/‖W⁰‖ = 1.71 (MEMIT
+# 0.83) and the condition number of the solved system grew from 181 to 8,924. Does the collapse track that growth,
+# and does bounding the norm postpone it?
+#
+# **N1 Norm growth drives the collapse.** In sequential locate-then-edit methods (MEMIT, AlphaEdit) the edited
+# matrices' norm grows with the number of edits, and that growth, not the number of edits as such, brings the
+# collapse; bounding it (ENCORE's most-probable early stopping and Frobenius-norm constraint, Gupta et al. 2025;
+# Norm-Anchor Scaling of the value vectors, Liu et al. 2026) postpones the collapse by thousands of edits.
+#
+# *Quoted from the papers, not measured here:* ENCORE reaches 10,000 sequential edits (Llama3-8B among its models)
+# without losing downstream performance and cuts editing time by 42–61%; Norm-Anchor Scaling extends the usable
+# editing horizon by more than 4× and improves long-run editing performance by 72.2% on average.
+#
+# **The experiment.** The same stream as the edit-count chapter (same records, seed, batches and milestones, same
+# evaluation sample at each milestone) is edited again by AlphaEdit with each stabiliser, and compared record by
+# record with the plain AlphaEdit stream, which is reused from `results/<model>/edit_count/` together with MEMIT's
+# (not rerun). Each stabilised stream *is* the `edit_count` notebook, executed with `methods=["alphaedit"]` and the
+# stabiliser's hyperparameters as `overrides`, into `collapse/<variant>/edit_count/`: no second copy of the stream
+# code. Its run key hashes the hyperparameters, so each variant has its own checkpoints and milestone snapshots and
+# resumes on its own. The stabilisers (`alphaedit_core/hparams.py`, all off by default):
+#
+# - **mpes**: `target_stop="most_probable"`, `most_probable_count=2`. ENCORE's most-probable early stopping: a
+#   request's target optimisation also stops at the second Adam step at which every token of the new object is the
+#   argmax on every rewriting prompt. The count is ENCORE's value for Llama3-8B (`prob_cutoff=-2`; −3 for Llama2-7B,
+#   −4 for GPT2-XL), the LLaMA-family model of the claims; the code's default 1 is the bare rule, which stops on a
+#   single hit that may not survive the next step.
+# - **norm**: `norm_constraint=20`. ENCORE's Frobenius penalty μ‖Δ‖²_F on each batch's update, with ENCORE's value
+#   for Llama3-8B (`update_norm_lambda=20`; 10 for GPT2-XL and Llama2-7B). For AlphaEdit this is exactly raising
+#   its ridge L2 to L2 + μ: AlphaEdit's own L2‖Δ‖² term already *is* a Frobenius penalty on the projected update
+#   (`solve.alphaedit_delta`), so plain AlphaEdit is "ENCORE's constraint at μ = 10" and this variant triples it
+#   (10 → 30). It is a per-batch bound: it shrinks each update, not the sum of 20 of them, which is what grows. The
+#   value is taken from the paper, not tuned on this stream (tuning on the stream that decides the verdict would
+#   bias it).
+# - **anchor**: `value_anchor="nas"`. Norm-Anchor Scaling: each solved value vector is rescaled to the mean norm of
+#   the value vectors solved on the unedited model (the first batch); a request whose value vector exceeds twice
+#   that is left unedited (`value_anchor_skip=2`, the authors' value).
+# - **mpes+norm**: both of ENCORE's regularisers, ENCORE's Llama3-8B setting transplanted to AlphaEdit.
+#
+# Per milestone: the metric families of each stream; the paired difference of each stabilised stream against plain
+# AlphaEdit on the same records; the mechanism (‖W − W⁰‖/‖W⁰‖ per layer, ‖z − h0‖ of each batch's targets, the
+# condition number, drift on held-out keys and of hidden states on held-out text, Adam steps per request); the
+# collapse onset of each stream; the cost (seconds and Adam steps per batch). The decision rules for N1 and C7's
+# why are `verdicts.norm_mechanism`, `n1_norm_growth` and `c7_why`.
+#
+# **Running it.** The stabilised streams are edited when `run_streams` is true, one after the other, each resuming
+# from its checkpoint; otherwise the notebook only reads what they wrote. Each stream costs about 4 h on two quiet
+# cores at the plain speed (2,000 edits × 6.9 s, 90% of it in the target optimisation) plus about half an hour of
+# milestone evaluations; the early-stopping streams less, in proportion to the Adam steps they save: 12–14 h in all.
+# `time_budget_min` stops starting new edit batches after that many minutes; the same command resumes. From the
+# repository root (this also refreshes `collapse.ipynb` from this file and records the provenance):
+#
+# ```
+# OMP_NUM_THREADS=2 .venv/bin/python -c "from alphaedit_core.study import ROOT, run_notebook; run_notebook(
+#     'collapse', dict(run_streams=True, time_budget_min=240), ROOT / 'results/smollm2-135m-instruct/collapse',
+#     ROOT / 'notebooks')"
+# ```
+#
+# or, equivalently, `python -m papermill notebooks/collapse.ipynb results/smollm2-135m-instruct/collapse/collapse.ipynb
+# --cwd notebooks -p run_streams True -p time_budget_min 240`.
+#
+# The plain streams must be those of the current data: the notebook refuses streams of other records, batches or
+# seeds (their run keys, or for tables without run keys their evaluated case ids, must agree).
+
+# %% tags=["parameters", "remove-cell"]
+model = "smollm2-135m-instruct"  # offline short name, hub id or local folder (as for edit_count)
+label = ""  # results folder name (empty: the model name, slashes as double dashes), as for edit_count
+results_dir = "../results"
+reference_dir = ""  # folder of the plain AlphaEdit and MEMIT streams (empty: <results_dir>/<label>/edit_count)
+variants = {
+    "mpes": {"target_stop": "most_probable", "most_probable_count": 2},
+    "norm": {"norm_constraint": 20.0},
+    "anchor": {"value_anchor": "nas"},
+    "mpes+norm": {"target_stop": "most_probable", "most_probable_count": 2, "norm_constraint": 20.0},
+}
+stream = {}  # edit_count parameters of every stabilised stream (empty: edit_count's defaults, the full stream)
+run_streams = False  # edit (or resume) the stabilised streams; False: only read what they wrote
+run_variants = None  # the variants this execution edits (None: all of `variants`)
+time_budget_min = None  # start no new edit batch after this many minutes, all variants together
+report_at = [1000, 2000]  # milestones of the closing table
+quick = False
+
+# %% tags=["hide-input", "remove-output"]
+import ast
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import papermill
+import seaborn as sns
+
+from alphaedit_core import mechanism
+from alphaedit_core.metrics import summarize
+from alphaedit_core.metrics.paired import paired_differences, plot_paired_differences
+from alphaedit_core.paths import cache_dir
+from alphaedit_core.study import ROOT, run_notebook, sync_pair
+from alphaedit_core.verdicts import FAMILIES, c7_why, n1_norm_growth, onsets
+
+PLAIN, MEMIT = "alphaedit", "memit"
+model_dir = label or model.replace("/", "--")
+out = Path(results_dir) / model_dir / "collapse"
+out.mkdir(parents=True, exist_ok=True)
+reference = Path(reference_dir) if reference_dir else Path(results_dir) / model_dir / "edit_count"
+sns.set_theme(style="whitegrid")
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9_]+", "-", name.lower()).strip("-")
+
+
+if len({slug(v) for v in variants}) != len(variants) or {PLAIN, MEMIT} & set(variants):
+    raise ValueError(f"variant names {list(variants)} must differ from {PLAIN!r}, {MEMIT!r} and from each other")
+folders = {v: out / slug(v) / "edit_count" for v in variants}
+notebooks = ROOT / "notebooks"
+defaults = {k: ast.literal_eval(p["default"])  # edit_count's own parameter defaults: the full stream
+            for k, p in papermill.inspect_notebook(str(sync_pair("edit_count", notebooks))).items()}
+unknown = sorted(set(stream) - set(defaults))
+if unknown:
+    raise ValueError(f"stream has parameters {unknown} that edit_count does not know ({sorted(defaults)})")
+setting = {**defaults, **stream}
+
+
+def stream_parameters(variant: str, minutes: float | None) -> dict:
+    """The edit_count parameters of one stabilised stream: the shared `stream`, AlphaEdit only, the variant's
+    hyperparameters on top of the shared overrides, its own results folder (label)."""
+    rel = os.path.relpath(Path(results_dir).resolve(), notebooks)  # edit_count runs in notebooks/
+    return {**stream, "model": model, "methods": [PLAIN], "label": f"{model_dir}/collapse/{slug(variant)}",
+            "overrides": {**stream.get("overrides", {}), **variants[variant]}, "results_dir": rel, "quick": quick,
+            "time_budget_min": minutes}
+
+
+print("stream setting:", json.dumps({k: setting[k] for k in ("n_edits", "batch_size", "milestones", "eval_cap",
+                                                            "seed")}))
+print("plain streams from", reference)
+
+# %% [markdown]
+# ## The stabilised streams
+# Before editing anything, the stream setting is checked against the plain run's `summary.json` (number of edits,
+# batch size, milestones, evaluation sample size): a variant of another stream could not be compared record by
+# record and would waste hours. Each variant then runs as its own `edit_count` execution, saved with its provenance
+# next to its tables in `collapse/<variant>/edit_count/` (the log of this cell is left out of the chapter).
+
+# %% tags=["hide-input", "remove-output"]
+plain_summary = json.loads((reference / "summary.json").read_text()) if (reference / "summary.json").exists() else None
+if plain_summary is None:
+    print(f"no plain run in {reference} yet: the comparisons below need it")
+else:
+    expected = dict(n_edits=plain_summary["n_edits_planned"], batch_size=plain_summary["batch_size"],
+                    milestones=plain_summary["milestones"], eval_cap=plain_summary["eval_cap"])
+    mine = dict(n_edits=setting["n_edits"], batch_size=setting["batch_size"],
+                milestones=[m for m in setting["milestones"] if m <= setting["n_edits"]], eval_cap=setting["eval_cap"])
+    differ = {k: (mine[k], expected[k]) for k in expected if mine[k] != expected[k]}
+    if differ:
+        raise ValueError(f"the stabilised streams would not be the plain stream of {reference}: "
+                         + "; ".join(f"{k} {a} here, {b} there" for k, (a, b) in differ.items())
+                         + ". Pass the plain run's parameters as `stream`.")
+
+launched = {}
+if run_streams:
+    todo = list(variants) if run_variants is None else list(run_variants)
+    if set(todo) - set(variants):
+        raise ValueError(f"run_variants {sorted(set(todo) - set(variants))} are not in variants {list(variants)}")
+    started = time.time()
+    for v in todo:
+        left = None if time_budget_min is None else time_budget_min - (time.time() - started) / 60
+        if left is not None and left <= 0:
+            print(f"{v}: time budget spent, not started (the next execution resumes here)")
+            continue
+        t0 = time.time()
+        run_notebook("edit_count", stream_parameters(v, left), folders[v], notebooks)
+        launched[v] = round(time.time() - t0, 1)
+        print(f"{v}: edit_count executed in {launched[v] / 60:.1f} min", flush=True)
+
+# %% [markdown]
+# ## What each stream wrote
+# The plain streams come from the edit-count run, the stabilised ones from their own folders. A stream is compared
+# with plain AlphaEdit only if it edited the same records of the same model in the same batches with the same seed
+# (`mechanism.stream_mismatch` on the run keys; for tables written before run keys existed, the evaluated case ids).
+
+# %%
+def read_table(folder: Path, name: str, method: str) -> pd.DataFrame | None:
+    path = folder / f"{name}-{method}.csv"
+    return pd.read_csv(path) if path.exists() else None
+
+
+sources = {PLAIN: (reference, PLAIN), MEMIT: (reference, MEMIT), **{v: (folders[v], PLAIN) for v in variants}}
+streams: dict[str, dict] = {}
+for name, (folder, method) in sources.items():
+    raw = read_table(folder, "metrics_raw", method)
+    if raw is None:
+        print(f"{name}: not run yet ({folder})")
+        continue
+    key = mechanism.run_key_of(raw, f"{folder}/metrics_raw-{method}.csv")
+    summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").exists() else {}
+    checkpoint = cache_dir("runs", "edit_count") / key / method if key else None
+    streams[name] = dict(raw=raw.assign(stream=name), run_key=key, summary=summary, method=method,
+                         diag=read_table(folder, "diagnostics", method),
+                         cap=read_table(folder, "capability_raw", method),
+                         hidden=read_table(folder, "hidden_drift", method),
+                         reports=mechanism.checkpoint_reports(checkpoint) if checkpoint else None)
+if PLAIN not in streams:
+    raise FileNotFoundError(f"no plain AlphaEdit stream in {reference}: run the edit_count notebook first")
+for name, s in streams.items():
+    if name == PLAIN:
+        continue
+    ref = streams[PLAIN]
+    if s["run_key"] and ref["run_key"]:
+        why = mechanism.stream_mismatch(s["run_key"], ref["run_key"])
+        if name in variants and s["run_key"] == ref["run_key"]:
+            why = "it has the plain stream's hyperparameters (run key)"
+    else:
+        why = mechanism.sample_mismatch(s["raw"], ref["raw"])
+    if why:
+        raise ValueError(f"stream {name!r} is not comparable with the plain AlphaEdit stream of {reference}: {why}. "
+                         "Rerun the plain streams on the current data (edit_count) or the variant on theirs.")
+present = [v for v in variants if v in streams]
+order = [s for s in (PLAIN, MEMIT, *variants) if s in streams]
+reached = {s: int(streams[s]["raw"].edits.max()) for s in order}
+pd.DataFrame([dict(stream=s, run_key=streams[s]["run_key"], edits_evaluated=reached[s],
+                   edits_checkpointed=streams[s]["summary"].get("edits_checkpointed", {}).get(streams[s]["method"]),
+                   hyperparameters=json.dumps(variants.get(s, {})), seconds_this_execution=launched.get(s))
+              for s in order])
+
+# %% [markdown]
+# ## The metric families per stream
+# Means over the evaluated records with 95% intervals, as in the edit-count chapter; edits = 0 is the unedited model.
+
+# %%
+keep = {("official", "rewrite", "efficacy"), ("official", "paraphrase", "generalization"),
+        ("official", "neighborhood", "specificity"), ("easyedit", "rewrite", "rewrite_acc"),
+        ("easyedit", "paraphrase", "rephrase_acc"), ("easyedit", "neighborhood", "locality"),
+        ("generation", "rewrite", "exact_match"), ("official", "generation", "fluency"),
+        ("official", "generation", "consistency")}
+raw = pd.concat([streams[s]["raw"] for s in order], ignore_index=True)
+raw = raw[[k in keep for k in zip(raw.family, raw.prompt_kind, raw.metric)]]
+raw.to_csv(out / "metrics_raw.csv", index=False)
+by_edits = summarize(raw.drop(columns=["method"], errors="ignore"),
+                     by=["stream", "edits", "family", "prompt_kind", "metric"])
+by_edits.to_csv(out / "metrics_by_edits.csv", index=False)
+by_edits["measure"] = by_edits.family + ": " + by_edits.metric
+
+# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-collapse-accuracy", "caption": "Each measure against the number of sequential edits, for plain AlphaEdit, MEMIT and AlphaEdit with each stabiliser, on the same records (means with 95% intervals). Look at where each stream's edit measures (efficacy, rewrite_acc) bend down, and whether a stabiliser that keeps them up pays in locality or fluency."}, "image": {"alt": "A grid of small line charts, one per measure, each with the number of edits on the horizontal axis and the measure's mean on the vertical axis, one coloured line with markers per stream."}}
+g = sns.relplot(by_edits, x="edits", y="mean", hue="stream", hue_order=order, col="measure", col_wrap=3,
+                kind="line", marker="o", height=2.6, aspect=1.25, facet_kws=dict(sharey=False))
+g.set_titles("{col_name}")
+g.figure.savefig(out / "accuracy_vs_edits.png", dpi=120, bbox_inches="tight")
+by_edits.pivot_table(index=["stream", "edits"], columns="measure", values="mean").round(3).reindex(order, level=0)
+
+# %% [markdown]
+# ## Stabilised − plain AlphaEdit, paired on the same records
+# At each milestone every stream is scored on the same seeded sample of the records edited so far, so each
+# stabiliser is compared with plain AlphaEdit by the per-record difference and its paired bootstrap 95% interval
+# (`metrics.paired.paired_differences`). Above zero the stabilised stream is higher; higher is better for every
+# measure here. Only milestones (and, for fluency, scorings) that both streams have are paired.
+
+# %%
+edited = raw[raw.edits > 0]
+group = ["edits", "family", "prompt_kind", "metric"]
+parts = []
+for v in present:
+    both = mechanism.shared_groups(edited, v, PLAIN, group)
+    if len(both):
+        parts.append(paired_differences(both, v, PLAIN, by=group, method_col="stream").assign(stream=v))
+paired = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+    columns=[*group, "stream", "n", "n_only_a", "n_only_b", "mean_a", "mean_b", "diff", "ci_low", "ci_high"])
+paired.to_csv(out / "paired_vs_plain.csv", index=False)
+if len(paired):
+    show = paired.assign(measure=paired.family + ": " + paired.metric,
+                         interval=[f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi in
+                                   zip(paired["diff"], paired.ci_low, paired.ci_high)])
+    display(show.pivot_table(index=["stream", "edits"], columns="measure", values="interval", aggfunc="first"))
+
+# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-collapse-paired", "caption": "Each stabiliser minus plain AlphaEdit on the same evaluated records, at each milestone, with paired bootstrap 95% intervals; one panel per measure, one line per stabiliser, zero line = no difference. Look at the late milestones of the edit measures: a stabiliser that postpones the collapse sits above zero there, and the neighbourhood measures show what it costs."}, "image": {"alt": "A grid of small charts, one per measure, with the number of edits on the horizontal axis and the paired difference (stabilised minus plain) on the vertical axis, one line with error bars per stabiliser and a horizontal line at zero."}}
+if len(paired):
+    fig = plot_paired_differences(paired, panel=("family", "metric"), hue="stream", a="stabilised",
+                                  b="plain AlphaEdit")
+    fig.savefig(out / "paired_vs_plain.png", dpi=120, bbox_inches="tight")
+else:
+    print("no stabilised stream evaluated yet")
+
+# %% [markdown]
+# ## The mechanism: norm growth, target shift, conditioning, drift
+# Per batch (diagnostics of each stream, and the editor's reports in its checkpoint): ‖W − W⁰‖/‖W⁰‖ of each edited
+# layer, the mean ‖z − h0‖ of the batch's targets (how far each target asks the layer's output to move; after
+# anchoring for NAS), the condition number of the solved system, the drift of the edited layers' outputs on held-out
+# preserved keys, the Adam steps per request and the seconds per batch. At the milestones also the hidden-state
+# distance from the unedited model on held-out text. `target_shift` is NaN for a stream whose diagnostics and
+# checkpoint predate its recording.
+
+# %%
+diag = pd.concat([s["diag"].assign(stream=n) for n, s in streams.items() if s["diag"] is not None], ignore_index=True)
+diag = diag.drop_duplicates(["stream", "batch", "layer"], keep="last")
+reports = [s["reports"].assign(stream=n) for n, s in streams.items() if s["reports"] is not None and len(s["reports"])]
+batches = mechanism.per_batch(diag, pd.concat(reports, ignore_index=True) if reports else None)
+batches.to_csv(out / "mechanism_by_batch.csv", index=False)
+diag.to_csv(out / "diagnostics.csv", index=False)
+milestones = sorted(set(diag.edits) & set(raw.edits[raw.edits > 0]))
+mech = mechanism.at_milestones(diag, batches, milestones)
+mech.to_csv(out / "mechanism.csv", index=False)
+last_layer = {n: int(g.layer.max()) for n, g in diag.groupby("stream")}
+hidden = [s["hidden"].assign(stream=n) for n, s in streams.items() if s["hidden"] is not None]
+hidden_by_edits = (pd.concat(hidden).groupby(["stream", "edits", "layer"]).relative_distance.mean().reset_index()
+                   if hidden else pd.DataFrame(columns=["stream", "edits", "layer", "relative_distance"]))
+hidden_by_edits.to_csv(out / "hidden_drift_by_edits.csv", index=False)
+mech.pivot_table(index=["stream", "edits"], columns="layer", values="relative_change").round(3).reindex(order, level=0)
+
+# %%
+mech.drop_duplicates(["stream", "edits"]).set_index(["stream", "edits"])[
+    ["target_shift", "target_shift_mean", "target_steps_mean", "seconds_per_batch"]].round(3).reindex(order, level=0)
+
+# %%
+mech.pivot_table(index=["stream", "edits"], columns="layer", values=["condition", "drift"]).round(3).reindex(
+    order, level=0)
+
+# %% [markdown]
+# Held-out text at the milestones: the distance of the hidden states from the unedited model's (‖h − h⁰‖/‖h⁰‖,
+# mean over tokens, at the last edited, middle and last layer) and the perplexity on each held-out source.
+
+# %%
+if len(hidden_by_edits):
+    display(hidden_by_edits.pivot_table(index=["stream", "edits"], columns="layer", values="relative_distance")
+            .round(4).reindex(order, level=0))
+cap = [s["cap"].assign(stream=n) for n, s in streams.items() if s["cap"] is not None]
+if cap:
+    cap = pd.concat(cap, ignore_index=True).drop_duplicates(["stream", "edits", "corpus", "window"], keep="last")
+    ppl = (cap.groupby(["stream", "edits", "corpus"])[["nll_sum", "tokens"]].sum()
+           .assign(perplexity=lambda t: (t.nll_sum / t.tokens).map(math.exp)).reset_index())
+    ppl.to_csv(out / "perplexity.csv", index=False)
+    display(ppl.pivot_table(index=["stream", "edits"], columns="corpus", values="perplexity").round(3).reindex(
+        order, level=0))
+
+# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-collapse-norm-growth", "caption": "Norm growth and the collapse. **Left:** ‖W − W⁰‖/‖W⁰‖ of the last edited layer after each batch, per stream. **Middle:** mean ‖z − h0‖ of each batch's targets. **Right:** rewrite_acc at each milestone against the norm at that milestone, one path per stream (edits increase along the path). Look at whether the streams that grow less keep their accuracy longer, and whether, at equal norm, the streams lose the same accuracy."}, "image": {"alt": "Three charts side by side. Left: relative weight change against the number of edits, one line per stream. Middle: mean target shift against the number of edits, one line per stream. Right: rewrite accuracy against relative weight change, one path with markers per stream."}}
+last_rows = diag[diag.layer == diag.stream.map(last_layer)]
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+sns.lineplot(last_rows, x="edits", y="relative_change", hue="stream", hue_order=order, ax=axes[0], legend=False)
+axes[0].set(title="‖W − W⁰‖ / ‖W⁰‖, last edited layer", yscale="log")
+shift = batches.dropna(subset=["target_shift"])
+if len(shift):
+    sns.lineplot(shift, x="edits", y="target_shift", hue="stream", hue_order=order, ax=axes[1], legend=False)
+axes[1].set(title="mean ‖z − h0‖ of the batch")
+acc = by_edits[(by_edits.metric == "rewrite_acc") & (by_edits.edits > 0)][["stream", "edits", "mean"]]
+path = acc.merge(last_rows[["stream", "edits", "relative_change"]], on=["stream", "edits"])
+sns.lineplot(path, x="relative_change", y="mean", hue="stream", hue_order=order, sort=False, marker="o", ax=axes[2],
+             estimator=None)
+axes[2].set(title="rewrite_acc against the norm", xlabel="‖W − W⁰‖ / ‖W⁰‖", ylabel="EasyEdit rewrite_acc")
+sns.move_legend(axes[2], "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+fig.tight_layout()
+fig.savefig(out / "norm_growth.png", dpi=120, bbox_inches="tight")
+
+# %% [markdown]
+# ## Where each stream's collapse begins
+# As in the edit-count chapter (`verdicts.onsets`): for each stream and measure the first milestone more than 10
+# points below the stream's first milestone ("drop") and the first below half of it ("collapse"); empty where the
+# stream never got there.
+
+# %%
+onset = pd.DataFrame([dict(stream=s, measure=m, **onsets(dict(zip(g.edits, g["mean"]))))
+                      for (s, m), g in by_edits[by_edits.edits > 0].groupby(["stream", "measure"])])
+onset.to_csv(out / "onsets.csv", index=False)
+onset.astype({c: "Int64" for c in ["first", "drop", "collapse", "last"]}).set_index(["stream", "measure"]).reindex(
+    order, level=0)
+
+# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-collapse-onset", "caption": "Collapse onset per stream: the bar spans the milestones each stream was evaluated at, the triangle marks the first drop of more than 10 points below its first milestone and the cross the first fall below half of it. Look at whether the stabilised streams' markers sit right of plain AlphaEdit's, or are absent."}, "image": {"alt": "Two panels (efficacy and rewrite accuracy) with the number of edits on the horizontal axis and one row per stream: a grey horizontal bar over the evaluated milestones, a triangle at the drop and a cross at the collapse."}}
+panels = ["official: efficacy", "easyedit: rewrite_acc"]
+fig, axes = plt.subplots(1, len(panels), figsize=(11, 0.5 * len(order) + 1.6), sharey=True)
+for ax, measure in zip(axes, panels):
+    sub = onset[onset.measure == measure].set_index("stream")
+    for y, s in enumerate(order):
+        if s not in sub.index:
+            continue
+        r = sub.loc[s]
+        ax.plot([r["first"], r["last"]], [y, y], color="0.8", lw=6, solid_capstyle="butt")
+        if pd.notna(r["drop"]):
+            ax.plot(r["drop"], y, "v", color="tab:orange", ms=9, label="drop")
+        if pd.notna(r["collapse"]):
+            ax.plot(r["collapse"], y, "X", color="tab:red", ms=9, label="collapse")
+    ax.set(title=measure, xlabel="edits", yticks=range(len(order)), yticklabels=order)
+axes[0].invert_yaxis()  # plain AlphaEdit on top (the axes share y)
+handles = {l.get_label(): l for ax in axes for l in ax.lines if l.get_label() in ("drop", "collapse")}
+if handles:
+    axes[-1].legend(handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+fig.tight_layout()
+fig.savefig(out / "onsets.png", dpi=120, bbox_inches="tight")
+
+# %% [markdown]
+# ## Cost of each stream
+# Mean seconds per batch and per edit, mean Adam steps per request and seconds of the target optimisation per
+# batch, total hours, and the change against plain AlphaEdit (negative: saved). Steps compare across machines;
+# seconds only between streams run on the same machine under the same load (the plain streams may have run at
+# another time, beside other work).
+
+# %%
+cost = mechanism.cost_table(batches[batches.stream.isin(order)], reference=PLAIN)
+cost.to_csv(out / "cost.csv", index=False)
+cost.round(3)
+
+# %% [markdown]
+# ## Closing table
+# Each stabiliser at the milestones of `report_at`: efficacy, specificity and EasyEdit locality (stabilised − plain
+# AlphaEdit, paired 95% interval) and ‖W − W⁰‖/‖W⁰‖ of the last edited layer (stabilised / plain).
+
+# %%
+rows = []
+for v in present:
+    for m in [m for m in report_at if m in milestones]:
+        row = dict(stream=v, edits=m)
+        for metric in ("efficacy", "specificity", "locality"):
+            p = paired[(paired.stream == v) & (paired.edits == m) & (paired.metric == metric)]
+            if len(p):
+                p = p.iloc[0]
+                row[metric] = f"{p['mean_a']:.3f} ({p['diff']:+.3f} [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}])"
+        norm = {s: last_rows[(last_rows.stream == s) & (last_rows.edits == m)].relative_change for s in (v, PLAIN)}
+        if all(len(x) for x in norm.values()):
+            row["norm, last layer"] = f"{norm[v].iloc[0]:.3g} (×{norm[v].iloc[0] / norm[PLAIN].iloc[0]:.2f})"
+        rows.append(row)
+closing = pd.DataFrame(rows)
+closing.to_csv(out / "closing.csv", index=False)
+closing
+
+# %% [markdown]
+# ## Verdicts
+# The rules are in `alphaedit_core/verdicts.py` (`norm_mechanism`, `n1_norm_growth`, `c7_why`); this cell only
+# feeds them each stream's efficacy and rewrite_acc and its norm at the last edited layer at the milestones. In
+# short: the norm must grow (×2 or more over the plain stream), the collapse must track it at equal edits (the
+# streams with more growth have lost more since their first milestone: mean Spearman ρ ≤ −0.5 across the AlphaEdit
+# streams at each milestone from 1,000 edits), and a stabiliser that bounds the norm (to ≤ 0.75 of plain's) without
+# editing worse at the start must reach plain AlphaEdit's onset later. MEMIT is quoted beside them, not pooled.
+# Verdicts: all three → reproduced; tracking or postponement → partly reproduced; neither → not reproduced; not
+# testable here until plain AlphaEdit and a stabilised stream have reached 1,000 edits and the planned number.
+
+# %%
+def series(stream_name: str, family: str, metric: str) -> dict[int, float]:
+    s = by_edits[(by_edits.stream == stream_name) & (by_edits.family == family) & (by_edits.metric == metric)]
+    return {int(e): float(v) for e, v in zip(s.edits, s["mean"]) if e > 0}
+
+
+scores = {"efficacy": {s: series(s, "official", "efficacy") for s in order},
+          "rewrite_acc": {s: series(s, "easyedit", "rewrite_acc") for s in order}}
+assert set(scores) == set(FAMILIES)
+norms = {s: {int(e): float(r) for e, r in zip(g.edits, g.relative_change) if e in milestones}
+         for s, g in last_rows.groupby("stream")}
+n_planned = plain_summary["n_edits_planned"] if plain_summary else setting["n_edits"]
+claims = {"N1": n1_norm_growth(scores, norms, n_planned, present)}
+why = {"C7": c7_why(scores, norms, n_planned, present)}
+summary = dict(model=model_dir, notebook="collapse",
+               n_edits=min(reached[s] for s in [PLAIN, *present]) if present else 0, n_edits_planned=n_planned,
+               edits_evaluated=reached, quick=quick, variants={v: variants[v] for v in present},
+               not_run=[v for v in variants if v not in streams], run_keys={s: streams[s]["run_key"] for s in order},
+               stream_setting={k: setting[k] for k in ("n_edits", "batch_size", "milestones", "eval_cap", "seed")},
+               cost=cost.astype(object).where(cost.notna(), None).to_dict("records"), claims=claims, why=why)
+(out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+for cid, c in claims.items():
+    print(f"{cid}: {c['verdict']} — {c['evidence']}")
+print(f"C7, why: {why['C7']['answer']} — {why['C7']['evidence']}")
