@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from tiny import ARCHS, REQUESTS, tiny_model, tiny_tokenizer
+from tiny import ARCHS, REQUESTS, tiny_model, tiny_model_sharp_head, tiny_tokenizer
 
 from alphaedit_core import checkpoint as ckpt
 from alphaedit_core.arch import ModelAdapter, layer_output, replace_layer_output
@@ -222,8 +222,17 @@ def test_anchor_off_changes_nothing_and_reports_the_target_shift():
     assert "value_anchor_norm" not in ed._anchor_meta()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The batched-vs-reference comparisons below hold to 1e-5 with one thread; with two, the different reduction
+    order of the multithreaded matmuls alone moved qwen2's z by 1.03e-5 (measured). Same bound, fixed rounding."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # --- most-probable early stopping (targets.py) ------------------------------------------------------------------
-HEAD_SCALE = {"qwen2": 40.0}  # its untied random head is flatter
 # prompts ending at the subject (the label is read where δ is added) and short objects: the new object becomes the
 # argmax within a few steps for some of them, never for others
 PLANTED = [
@@ -235,9 +244,7 @@ PLANTED = [
 
 
 def planted_setup(arch: str):
-    model, tok = tiny_model(arch), tiny_tokenizer()
-    with torch.no_grad():
-        model.get_output_embeddings().weight.mul_(HEAD_SCALE.get(arch, 4.0))
+    model, tok = tiny_model_sharp_head(arch), tiny_tokenizer()
     a = ModelAdapter.from_model(model)
     # early_stop_loss tiny: only MPES (or the cap) stops a request
     h = EditHParams(layers=[1, 2], v_lr=0.3, v_num_grad_steps=10, context_template_count=2,
