@@ -352,18 +352,13 @@ def main() -> None:
     requests = to_requests(load_offline_counterfact(n=args.batch, seed=args.seed))
     if args.steps:
         hp = hp.replace(v_num_grad_steps=args.steps)
-    if args.zcheck:
-        text = z_check(args, model, tok, adapter, hp, templates, requests)
-        print(text)
-        if args.out:
-            Path(args.out).write_text(text)
-        return
-    if args.ab:
-        text = ab_steps(args, model, tok, adapter, hp, templates, requests)
-        print(text)
-        if args.out:
-            Path(args.out).write_text(text)
-        return
+    for wanted, report in ((args.zcheck, z_check), (args.ab, ab_steps)):
+        if wanted:
+            text = report(args, model, tok, adapter, hp, templates, requests)
+            print(text)
+            if args.out:
+                Path(args.out).write_text(text)
+            return
     upper = list(range(hp.layers[-1] + 1, hp.loss_layer(adapter.n_layers) + 1))
     load0 = os.getloadavg()
     scopes = Scopes(adapter, upper)

@@ -5,7 +5,7 @@ end."""
 import pytest
 import torch
 
-from tiny import ARCHS, tiny_model, tiny_tokenizer
+from tiny import ARCHS, REQUESTS as TINY_REQUESTS, tiny_model_sharp_head, tiny_tokenizer
 
 from alphaedit_core.arch import ModelAdapter
 from alphaedit_core.hparams import EditHParams
@@ -13,23 +13,14 @@ from alphaedit_core.prompts import context_templates
 from alphaedit_core.requests import EditRequest
 from alphaedit_core.targets import GROUPINGS, compute_targets, compute_targets_reference
 
-FACTOR = 4.0
-HEAD_SCALE = {"qwen2": 40.0}  # its untied random head is flatter
 REQUESTS = [
-    EditRequest("The capital of {} is", "France", "Rome", "Paris", case_id=0),
-    EditRequest("{} speaks", "Danielle Darrieux", "English", "French", case_id=1),
-    EditRequest("The official religion of {} is", "Edwin of Northumbria", "Islam", "Christianity", case_id=2),
-    EditRequest("{} plays the", "Toko Yasuda", "piano", "guitar", case_id=3),
-    EditRequest("{} was created by", "Apple A5", "Google", "Apple", case_id=4),
-    EditRequest("{} is located in", "Berlin", "Japan", "Germany", case_id=5),
+    *TINY_REQUESTS,
     EditRequest("{}", "Tokyo", "London", "Japan", case_id=6),  # the prompt ends at the subject: a suffix of 1
 ]
 
 
 def setup(arch: str):
-    model, tok = tiny_model(arch), tiny_tokenizer()
-    with torch.no_grad():  # a random head is nearly flat: make the loss respond to δ, so requests stop at different steps
-        model.get_output_embeddings().weight.mul_(HEAD_SCALE.get(arch, 4.0))
+    model, tok = tiny_model_sharp_head(arch), tiny_tokenizer()  # requests stop at different steps
     a = ModelAdapter.from_model(model)
     h = EditHParams(layers=[1, 2], v_lr=0.05, v_num_grad_steps=10, context_template_count=2,
                     context_template_length=5, targets_chunk=4, L2=1.0, batch_size=3)

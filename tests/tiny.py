@@ -29,6 +29,19 @@ REQUESTS = [
 ]
 
 
+# a random LM head is nearly flat; scaled up, the loss responds to the target shift δ (qwen2's untied head is flatter)
+HEAD_SCALE = {"qwen2": 40.0}
+
+
+def tiny_model_sharp_head(arch: str):
+    """`tiny_model(arch)` with its output embeddings scaled by HEAD_SCALE (default 4), so that target optimisations
+    stop at different steps and a new object can become the argmax."""
+    model = tiny_model(arch)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(HEAD_SCALE.get(arch, 4.0))
+    return model
+
+
 @functools.lru_cache(maxsize=1)
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
