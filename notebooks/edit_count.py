@@ -348,7 +348,8 @@ diag.groupby(["method", "edits"])[["relative_change", "condition", "drift", "tar
 
 # %%
 onset = pd.DataFrame([dict(method=m, measure=name, **onsets(dict(zip(s.edits, s["mean"]))))
-                      for (m, name), s in plot.groupby(["method", "measure"])])
+                      for (m, name), s in plot.groupby(["method", "measure"])
+                      if (s.edits > 0).any()])  # measures taken at 0 edits only (yet) have no onset
 onset.to_csv(out / "onsets.csv", index=False)
 onset.astype({c: "Int64" for c in ["first", "drop", "collapse", "last"]})
 
