@@ -5,8 +5,10 @@ Per batch (the reference's `apply_AlphaEdit_to_model` / `execute_memit`):
   1. target values z at the last edited layer L (`targets.compute_targets`);
   2. for each edited layer l, in order: keys K at l and the current layer-L output at the subject, residual
      R = (z − current) / (number of layers left), Δ from `solve`, W_l += Δ;
-  3. AlphaEdit only: keys recomputed on the edited model, cache_c[l] += K Kᵀ.
-Methods: "alphaedit" (P and cache_c), "alphaedit_no_cache" (P, without cache_c: an ablation), "memit".
+  3. AlphaEdit (and sequential MEMIT): keys recomputed on the edited model, cache_c[l] += K Kᵀ.
+Methods: "alphaedit" (P and cache_c), "alphaedit_no_cache" (P, without cache_c: an ablation), "memit", and two
+more for the paper's plug-in claim: "memit_projected" (MEMIT's Δ followed by Δ ← Δ P, the paper's "one line") and
+"memit_seq" (the official repository's sequential MEMIT: λ C + cache_c + K Kᵀ, no P).
 
 Devices: every tensor that belongs to edited layer l (its projector or second moment, cache_c[l], its keys, the
 residuals written into it, the solve and Δ) lives on l's device (`ModelAdapter.layer_device(l)`, the device of W_l);
@@ -46,7 +48,10 @@ from .solve import alphaedit_delta, condition_number, memit_delta
 from .targets import (anchor_reference, anchor_values, compute_targets, compute_targets_reference, mlp_outputs,
                       value_vectors)
 
-METHODS = ("alphaedit", "alphaedit_no_cache", "memit")
+METHODS = ("alphaedit", "alphaedit_no_cache", "memit", "memit_projected", "memit_seq")
+USES_COV = frozenset({"memit", "memit_projected", "memit_seq"})  # solve with λ C (MEMIT's)
+USES_P = frozenset({"alphaedit", "alphaedit_no_cache", "memit_projected"})  # need a projector per layer
+ACCUMULATES = frozenset({"alphaedit", "memit_seq"})  # keep cache_c, the keys of earlier batches
 
 
 @dataclass
@@ -82,14 +87,14 @@ class Editor:
         self.adapter = ModelAdapter.from_model(model)
         hparams.check_model(self.adapter.n_layers)
         model.requires_grad_(False)
-        if method == "memit":
+        if method in USES_COV:
             missing = [l for l in hparams.layers if covs is None or l not in covs]
             if missing:
-                raise ValueError(f"MEMIT needs the second moments of layers {missing}")
-        else:
+                raise ValueError(f"{method} needs the second moments of layers {missing}")
+        if method in USES_P:
             missing = [l for l in hparams.layers if projectors is None or l not in projectors]
             if missing:
-                raise ValueError(f"AlphaEdit needs a projector for layers {missing}")
+                raise ValueError(f"{method} needs a projector for layers {missing}")
         self.devices = {l: self.adapter.layer_device(l) for l in hparams.layers}  # where each edited layer lives
         offloaded = [l for l, d in self.devices.items() if d.type == "meta"]
         if offloaded:
@@ -98,12 +103,13 @@ class Editor:
                              f"on a real device (e.g. a device_map without CPU/disk offload)")
         projectors, covs = projectors or {}, covs or {}
         self.statistics = ckpt.statistics_sha256(
-            [covs[l] for l in hparams.layers] if method == "memit"
-            else [projectors[l].basis for l in hparams.layers])
+            ([covs[l] for l in hparams.layers] if method in USES_COV else [])
+            + ([projectors[l].basis for l in hparams.layers] if method in USES_P else []))
         # the state each layer's solve reads, moved once to that layer's device (the caller's objects are untouched)
-        if method == "memit":
+        # (what the method does not read stays where the caller has it: no [d_ff, d_ff] copy per layer on a GPU)
+        if method in USES_COV:
             covs = {l: c.to(self.devices[l]) if l in self.devices else c for l, c in covs.items()}
-        else:
+        if method in USES_P:
             projectors = {l: p.to(self.devices[l]) if l in self.devices else p for l, p in projectors.items()}
         self.projectors, self.covs = projectors, covs
         self.fast_targets, self.diagnostics, self.progress = fast_targets, diagnostics, progress
@@ -113,7 +119,7 @@ class Editor:
         self.fingerprint = model_fingerprint(model)  # of the unedited model: a checkpoint of another is refused
         self.batch_size: int | None = None  # set by run(); recorded in checkpoints
         self.cache_c = {l: torch.zeros(self.adapter.d_ff, self.adapter.d_ff, device=self.devices[l])
-                        for l in hparams.layers} if method == "alphaedit" else {}
+                        for l in hparams.layers} if method in ACCUMULATES else {}
         self.templates = templates if templates is not None else context_templates(
             model, tok, length=hparams.context_template_length, count=hparams.context_template_count,
             seed_words=hparams.context_template_seeds, seed=hparams.seed)
@@ -142,7 +148,7 @@ class Editor:
                            fingerprint=fingerprint or model_fingerprint(model), n_tokens=hparams.mom2_n_tokens,
                            seq_len=hparams.mom2_seq_len, dtype=hparams.mom2_dtype, root=stats_root,
                            progress=kwargs.get("progress", True))
-        projectors = {} if method == "memit" else {  # MEMIT uses C itself: a degenerate P must not stop it
+        projectors = {} if method not in USES_P else {  # MEMIT uses C itself: a degenerate P must not stop it
             l: projector_from_cov(c, threshold=hparams.nullspace_threshold, mode=hparams.nullspace_mode,
                                   energy=hparams.nullspace_energy, layer=l) for l, c in covs.items()}
         return cls(model, tok, hparams, method=method, projectors=projectors, covs=covs, **kwargs)
@@ -172,8 +178,11 @@ class Editor:
             s1 = time.perf_counter()
             K = keys[l].T  # [d_ff, n], on l's device
             R = ((zs - cur.double()).T / (len(layers) - i)).to(self.devices[l])  # [d, n]: from L's device to l's
-            if self.method == "memit":
-                delta, A = memit_delta(K, R, self.covs[l], hp.mom2_update_weight, hp.norm_constraint)
+            if self.method in USES_COV:
+                delta, A = memit_delta(K, R, self.covs[l], hp.mom2_update_weight, hp.norm_constraint,
+                                       self.cache_c.get(l))
+                if self.method == "memit_projected":  # the plug-in: the update's rows projected, Δ ← Δ P
+                    delta = self.projectors[l].apply(delta.T).T
             else:
                 delta, A = alphaedit_delta(K, R, self.projectors[l], self.cache_c.get(l), hp.L2, hp.norm_constraint)
             W = a.weight_view(l)
@@ -186,7 +195,7 @@ class Editor:
             t_solve += time.perf_counter() - s1
         s0 = time.perf_counter()
         keys, cur = keys_and_outputs(self.model, self.tok, a, requests, self.templates, layers, out_layer=L)
-        if self.method == "alphaedit":
+        if self.method in ACCUMULATES:
             for l in layers:
                 K = keys[l].T
                 self.cache_c[l] += K @ K.T

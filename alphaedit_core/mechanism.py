@@ -10,25 +10,15 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
 from .checkpoint import LATEST, STATE_JSON
+from .runs import run_key_parts
 
-RUN_KEY = re.compile(r"^(?P<model>[0-9a-f]+)-n(?P<n_edits>\d+)-b(?P<batch_size>\d+)-s(?P<seed>-?\d+)"
-                     r"-(?P<hparams>[0-9a-f]+)-(?P<data>[0-9a-f]+)$")
 SAME_STREAM = ("model", "n_edits", "batch_size", "seed", "data")  # what two comparable streams share
-
-
-def run_key_parts(key: str) -> dict[str, str]:
-    """An `edit_count` run key in its parts: model, n_edits, batch_size, seed, hparams, data."""
-    m = RUN_KEY.match(str(key))
-    if not m:
-        raise ValueError(f"not an edit_count run key: {key!r}")
-    return m.groupdict()
 
 
 def stream_mismatch(key: str, reference_key: str) -> str | None:

@@ -38,13 +38,17 @@ def alphaedit_delta(K: torch.Tensor, R: torch.Tensor, P: Projector, cache_c: tor
 
 
 def memit_delta(K: torch.Tensor, R: torch.Tensor, C: torch.Tensor, mom2_update_weight: float,
-                norm_constraint: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                norm_constraint: float = 0.0, cache_c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Δ = R Kᵀ (λ C + K Kᵀ + μ I)⁻¹ with λ = mom2_update_weight, C = E[k kᵀ] (MEMIT) and μ = norm_constraint
     (ENCORE): the minimiser of ‖Δ K − R‖² + λ tr(Δ C Δᵀ) + μ ‖Δ‖²_F. μ = 0: MEMIT's solve, bit for bit.
-    Returns (Δ, the system matrix A = λ C + K Kᵀ + μ I)."""
+    With `cache_c` [d_ff, d_ff] (the keys of earlier batches, Σ K_p K_pᵀ) the system is λ C + cache_c + K Kᵀ:
+    the official repository's sequential MEMIT (`memit_seq_main.py`), which also keeps the earlier edits' keys
+    where they were. Returns (Δ, the system matrix A)."""
     K = K.double()
     R = R.to(K.device, torch.float64)
     A = mom2_update_weight * C.to(K.device, torch.float64) + K @ K.T
+    if cache_c is not None:
+        A = A + cache_c.to(K.device, torch.float64)
     if norm_constraint:
         A = A + norm_constraint * torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
     adj = torch.linalg.solve(A, K)  # [d_ff, n]

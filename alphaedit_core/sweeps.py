@@ -45,6 +45,7 @@ KNOB_ORDER = ("nullspace_energy", "mom2_update_weight", "nullspace_threshold", "
 METHOD_KNOBS = {"nullspace_threshold": "alphaedit", "nullspace_energy": "alphaedit", "L2": "alphaedit",
                 "mom2_update_weight": "memit"}
 # fields that describe the model and its statistics, not the algorithm: never migrated from another preset
+PLUGIN_METHODS = ("memit_projected", "memit_seq")  # P4: MEMIT with Δ P, and the official sequential MEMIT
 MODEL_FIELDS = ("layers", "v_loss_layer", "mom2_corpus", "mom2_n_tokens", "mom2_seq_len", "mom2_dtype",
                 "batch_size", "seed", "targets_chunk", "source")
 
@@ -86,13 +87,16 @@ def migrated_overrides(model_hp: Mapping[str, Any], reference_hp: Mapping[str, A
 def operating_grid(base: Mapping[str, Any], *, thresholds: Sequence[float] = (), energies: Sequence[float] = (),
                    l2s: Sequence[float] = (), lambdas: Sequence[float] = (), clamps: Sequence[float] = (),
                    seeds: Sequence[int] = (), migration: tuple[str, Mapping[str, Any]] | None = None,
-                   methods: Sequence[str] = ("alphaedit", "memit")) -> list[Setting]:
+                   methods: Sequence[str] = ("alphaedit", "memit"),
+                   default_only: Sequence[str] = PLUGIN_METHODS) -> list[Setting]:
     """The settings of the sweep in run order (see the module docstring). `base` is the preset's hparams dict;
-    `migration` is (name, overrides) for AlphaEdit with another preset's settings. A setting whose hparams equal
-    the preset's (or another setting's) for the same method is left out."""
+    `migration` is (name, overrides) for AlphaEdit with another preset's settings. The methods in `default_only`
+    (the plug-in comparison's) get their default point only, run with the clamp and migration settings. A setting
+    whose hparams equal the preset's (or another setting's) for the same method is left out."""
     base = dict(base)
     mode = base.get("nullspace_mode", "threshold")
-    points: list[Setting] = [Setting(f"{m}-default", m, "default", None, {}, 0) for m in methods]
+    points: list[Setting] = [Setting(f"{m}-default", m, "default", None, {}, 3 if m in default_only else 0)
+                             for m in methods]
 
     def knob(name: str, values: Sequence[Any], method: str, extra: Mapping[str, Any] | None = None,
              is_default=None) -> None:
@@ -111,13 +115,14 @@ def operating_grid(base: Mapping[str, Any], *, thresholds: Sequence[float] = (),
     knob("nullspace_threshold", thresholds, "alphaedit", {"nullspace_mode": "threshold"},
          is_default=lambda v: mode == "threshold" and base.get("nullspace_threshold") == v)
     knob("L2", l2s, "alphaedit")
-    for m in methods:
+    swept = [m for m in methods if m not in default_only]
+    for m in swept:
         knob("clamp_norm_factor", clamps, m)
     if migration is not None and "alphaedit" in methods:
         name, overrides = migration
         if overrides:
             points.append(Setting(f"alphaedit-migration-{name}", "alphaedit", "migration", name, dict(overrides), 3))
-    for m in methods:
+    for m in swept:
         knob("seed", seeds, m)
     seen, out = set(), []
     for p in points:  # equal hparams for one method: keep the first (the default, or the knob listed first)
@@ -387,3 +392,33 @@ def c5_projector(default_leak: float, calibrated: Mapping[str, Any] | None, *, l
         text += " Calibrated − preset's rule, paired: " + "; ".join(
             f"{_show(k, v)} ({direction(v, not k.startswith('drift'))})" for k, v in protect.items()) + "."
     return dict(verdict="reproduced" if fixed else "partly reproduced", evidence=text)
+
+
+PRESERVE = ("specificity", "locality")  # preservation measures of the plug-in verdict (higher is better)
+STRENGTH = ("efficacy", "rewrite_acc")  # edit strength
+
+
+def p4_plugin(projected: Mapping[str, Paired], seq: Mapping[str, Paired] | None = None, *, edits: int
+              ) -> dict[str, str]:
+    """P4 (the projection as a one-line plug-in improves another method) from paired differences
+    MEMIT with Δ ← Δ P − plain MEMIT on the same records, keyed by measure (efficacy, rewrite_acc: edit strength;
+    specificity, locality: preservation; drift: lower is better). Reproduced: some preservation measure better and
+    no edit-strength measure worse; partly reproduced: preservation better at a cost in edit strength (a trade-off,
+    not an improvement); not reproduced: no preservation measure better. `seq`: sequential MEMIT (cache_c, no P)
+    − plain MEMIT, quoted: it separates "remembers the earlier edits' keys" from "projects onto the null space"."""
+    if not projected:
+        return dict(verdict="not testable here", evidence="MEMIT with the projected update was not run.")
+    d = {k: direction(v, not k.startswith("drift")) for k, v in projected.items()}
+    keeps_better = [k for k in PRESERVE if d.get(k) == "better"]
+    weaker = [k for k in STRENGTH if d.get(k) == "worse"]
+    verdict = ("reproduced" if keeps_better and not weaker else "partly reproduced" if keeps_better
+               else "not reproduced")
+    text = (f"After {edits} edits on the same records, MEMIT with its update projected (Δ ← Δ P) − plain MEMIT, "
+            "paired 95% intervals: " + "; ".join(f"{_show(k, v)} ({d[k]})" for k, v in projected.items()) + ".")
+    if weaker and keeps_better:
+        text += f" The projection buys {', '.join(keeps_better)} with {', '.join(weaker)}: a trade-off."
+    if seq:
+        ds = {k: direction(v, not k.startswith("drift")) for k, v in seq.items()}
+        text += (" Sequential MEMIT (the earlier edits' keys kept, no P) − plain MEMIT: "
+                 + "; ".join(f"{_show(k, v)} ({ds[k]})" for k, v in seq.items()) + ".")
+    return dict(verdict=verdict, evidence=text)

@@ -71,14 +71,15 @@ import torch
 
 from alphaedit_core import capability
 from alphaedit_core.arch import ModelAdapter
-from alphaedit_core.checkpoint import request_sha256, snapshot_path
+from alphaedit_core.checkpoint import snapshot_path
 from alphaedit_core.corpus import get_corpus
 from alphaedit_core.data import load_offline_counterfact, to_requests
 from alphaedit_core.editor import Editor
 from alphaedit_core.hparams import EditHParams
-from alphaedit_core.metrics import EVALUATOR_VERSION, compute_baseline, evaluate, fit_tfidf, summarize
+from alphaedit_core.metrics import EVALUATOR_VERSION, evaluate, fit_tfidf, summarize
 from alphaedit_core.metrics.paired import paired_differences, plot_paired_differences
 from alphaedit_core.models import load_model, model_fingerprint
+from alphaedit_core import runs
 from alphaedit_core.paths import cache_dir
 from alphaedit_core.provenance import code_version
 from alphaedit_core.stats import corpus_keys
@@ -95,9 +96,8 @@ adapter = ModelAdapter.from_model(lm)
 records = load_offline_counterfact(n=n_edits, seed=seed)
 requests = to_requests(records)
 milestones = [m for m in milestones if m <= (stop_after_edits or n_edits)]
-hp_digest = hashlib.sha256(json.dumps(hp.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
-data_digest = hashlib.sha256("".join(request_sha256(r) for r in requests).encode()).hexdigest()[:10]
-run_key = f"{model_fingerprint(lm)}-n{n_edits}-b{batch_size}-s{seed}-{hp_digest}-{data_digest}"
+data_digest = runs.data_digest(requests)
+run_key = runs.run_key(model_fingerprint(lm), n_edits, batch_size, seed, hp.to_dict(), requests)
 run_dir = cache_dir("runs", "edit_count", run_key)
 print(f"{n_edits} edits in batches of {batch_size}; milestones {milestones}; checkpoints in {run_dir}")
 print("hyperparameters:", json.dumps(hp.to_dict()))
@@ -107,14 +107,7 @@ print("hyperparameters:", json.dumps(hp.to_dict()))
 # kept next to the checkpoints.
 
 # %%
-baseline_path = cache_dir("runs", "unedited") / f"baseline-{model_fingerprint(lm)}-{data_digest}.json"  # shared by runs
-if baseline_path.exists():
-    baseline = json.loads(baseline_path.read_text())
-else:
-    baseline = compute_baseline(lm, tok, records)
-    tmp = baseline_path.with_suffix(f".{os.getpid()}.tmp")  # other processes may write the same file
-    tmp.write_text(json.dumps(baseline))
-    tmp.replace(baseline_path)
+baseline = runs.cached_baseline(lm, tok, records, model_fingerprint(lm), requests)  # shared by every run
 corpus = get_corpus(hp.mom2_corpus)
 probe_keys = corpus_keys(lm, tok, adapter, hp.layers, corpus, skip_tokens=hp.mom2_n_tokens, n_tokens=drift_tokens,
                          seq_len=hp.mom2_seq_len)
@@ -199,23 +192,9 @@ def unedited(names: tuple[str, ...], method: str, compute) -> tuple[pd.DataFrame
     return frames
 
 
-def append(path: Path, frame: pd.DataFrame) -> None:
-    frame.assign(run_key=run_key).to_csv(path, mode="a", header=not path.exists(), index=False)
-
-
-def check_table(path: Path) -> None:
-    """A per-method table written by another run (other model, data, hparams, batch size or seed) is never
-    extended or mistaken for this run's progress."""
-    if path.exists():
-        keys = set(pd.read_csv(path).get("run_key", pd.Series(["(none)"])).astype(str))
-        if keys != {run_key}:
-            raise ValueError(f"{path} holds rows of another run (run_key {sorted(keys)}); this run is {run_key}. "
-                             "Move the old tables away before starting a new stream.")
-
-
-def done(path: Path, column: str) -> set[int]:
-    """Values of `column` already written to a per-method table (what a resumed run must not redo)."""
-    return set(pd.read_csv(path)[column].unique()) if path.exists() else set()
+# per-method tables carry the run key: rows of another run are never extended or taken for this run's progress
+run_tables = runs.RunTables(run_key, "stream")
+append, check_table, done = run_tables.append, run_tables.check, run_tables.done
 
 # %% [markdown]
 # ## The runs

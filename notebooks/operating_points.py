@@ -33,7 +33,10 @@
 # weights for every setting. One knob moves at a time from the model's preset: AlphaEdit's absolute threshold,
 # its energy rule (keep the smallest directions holding at most a share of tr C), L2; MEMIT's λ
 # (`mom2_update_weight`); `clamp_norm_factor` for both; extra seeds (hparams `seed`: the sampled context templates)
-# at the default point of both; and AlphaEdit with the LLaMA3-8B preset's settings (C3). All settings read one
+# at the default point of both; AlphaEdit with the LLaMA3-8B preset's settings (C3); and, for P4, MEMIT with its
+# update projected by AlphaEdit's P (Δ ← Δ P after MEMIT's solve, the paper's "one line") and the official
+# repository's sequential MEMIT (λ C + the earlier batches' K Kᵀ + the new K Kᵀ, no P), which tells "remembers the
+# earlier edits' keys" apart from "projects onto the null space", both at their default point. All settings read one
 # cached second-moment computation per layer; only the projector (or λ) changes. Every setting is scored on all
 # edited records (official efficacy, generalisation and specificity; EasyEdit rewrite_acc and locality), on the
 # drift of the edited layers' outputs on held-out corpus keys, and, after the first batch, on that batch's records
@@ -46,7 +49,7 @@ model = "smollm2-135m-instruct"  # offline short name, hub id or local folder
 label = ""  # results folder name (empty: the model name, slashes as double dashes)
 hparams = ""  # preset name (empty: the model's own preset)
 overrides = {}  # hparams fields to override in the preset (every setting starts from it)
-methods = ["alphaedit", "memit"]
+methods = ["alphaedit", "memit", "memit_projected", "memit_seq"]  # the last two: P4 (default point only)
 n_edits = 200
 batch_size = 100
 stream_of = 2000  # the records are the first n_edits of edit_count's seeded stream of this many
@@ -68,7 +71,6 @@ results_dir = "../results"
 quick = False
 
 # %% tags=["hide-input", "remove-output"]
-import hashlib
 import json
 import math
 import time
@@ -81,15 +83,14 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from alphaedit_core import sweeps
+from alphaedit_core import runs, sweeps
 from alphaedit_core.arch import ModelAdapter
-from alphaedit_core.checkpoint import request_sha256
 from alphaedit_core.corpus import get_corpus
 from alphaedit_core.data import load_offline_counterfact, to_requests
-from alphaedit_core.editor import METHODS, Editor
+from alphaedit_core.editor import USES_P, Editor
 from alphaedit_core.hparams import EditHParams
 from alphaedit_core.keys import keys_and_outputs
-from alphaedit_core.metrics import EVALUATOR_VERSION, compute_baseline, evaluate, summarize
+from alphaedit_core.metrics import EVALUATOR_VERSION, evaluate, summarize
 from alphaedit_core.metrics.paired import paired_differences
 from alphaedit_core.models import load_model, model_fingerprint
 from alphaedit_core.paths import cache_dir
@@ -126,9 +127,7 @@ for s in grid:  # one statistics computation serves every setting: no setting ma
     changed = [f for f in STATS_FIELDS if s.hparams(base)[f] != base[f]]
     if changed:
         raise ValueError(f"setting {s.id} changes {changed}: the sweep shares one set of statistics")
-base_digest = hashlib.sha256(json.dumps(base, sort_keys=True).encode()).hexdigest()[:10]
-data_digest = hashlib.sha256("".join(request_sha256(r) for r in requests).encode()).hexdigest()[:10]
-run_key = f"{fingerprint}-n{n_edits}-b{batch_size}-s{seed}-{base_digest}-{data_digest}"
+run_key = runs.run_key(fingerprint, n_edits, batch_size, seed, base, requests)
 run_dir = cache_dir("runs", "operating_points", run_key)
 print(f"{len(grid)} settings, {n_edits} edits each in batches of {batch_size}; checkpoints in {run_dir}")
 print("preset:", json.dumps(base))
@@ -211,36 +210,15 @@ def versions() -> dict:
     return dict(code_version=code_version(), evaluator_version=EVALUATOR_VERSION)
 
 
-def append(path: Path, frame: pd.DataFrame) -> None:
-    frame.assign(run_key=run_key).to_csv(path, mode="a", header=not path.exists(), index=False)
-
-
-def check_table(path: Path) -> None:
-    """A table written by another run (other model, records, preset or batch size) is never extended or taken for
-    this run's progress."""
-    if path.exists():
-        keys = set(pd.read_csv(path).get("run_key", pd.Series(["(none)"])).astype(str))
-        if keys != {run_key}:
-            raise ValueError(f"{path} holds rows of another run (run_key {sorted(keys)}); this run is {run_key}. "
-                             "Move the old tables away before starting a new sweep.")
-
-
-def done(path: Path, *columns: str) -> set:
-    if not path.exists():
-        return set()
-    t = pd.read_csv(path, usecols=list(columns))
-    return set(t[columns[0]]) if len(columns) == 1 else set(map(tuple, t.itertuples(index=False)))
+# the tables carry the run key: rows of another run are never extended or taken for this run's progress
+run_tables = runs.RunTables(run_key, "sweep")
+append, check_table, done = run_tables.append, run_tables.check, run_tables.done
 
 
 tables = {name: out / f"{name}.csv" for name in ("settings", "metrics_raw", "drift_raw", "batches")}
 for path in tables.values():
     check_table(path)
-baseline_path = run_dir / "baseline.json"
-if baseline_path.exists():
-    baseline = json.loads(baseline_path.read_text())
-else:
-    baseline = compute_baseline(lm, tok, records, progress=False)
-    baseline_path.write_text(json.dumps(baseline))
+baseline = runs.cached_baseline(lm, tok, records, fingerprint, requests, progress=False)  # shared with other runs
 
 
 def score(setting: str, method: str, n_done: int, families=("official", "easyedit")) -> pd.DataFrame:
@@ -292,16 +270,16 @@ for s in grid:
     rule = rule_of(h.to_dict())
     row = dict(setting=s.id, method=s.method, knob=s.knob, value=str(s.value), tier=s.tier,
                overrides=json.dumps(s.overrides), hparams_digest=sweeps.hparams_digest(s.method, h.to_dict()),
-               rule=rule_name(rule) if s.method != "memit" else "", status="", seconds_edit=0.0, seconds_eval=0.0,
+               rule=rule_name(rule) if s.method in USES_P else "", status="", seconds_edit=0.0, seconds_eval=0.0,
                seconds_sitting=0.0)
-    if s.method != "memit" and rule_name(rule) in degenerate:
+    if s.method in USES_P and rule_name(rule) in degenerate:
         append(tables["settings"], pd.DataFrame([{**row, "status": "degenerate P"}]))
         print(f"{s.id}: not run, P keeps no direction or every direction at some layer")
         continue
     if model_fingerprint(lm) != fingerprint:
         raise RuntimeError("the model is not the unedited one: a previous setting was not restored")
     started = time.time()
-    editor = Editor(lm, tok, h, method=s.method, projectors=None if s.method == "memit" else build_projectors(rule),
+    editor = Editor(lm, tok, h, method=s.method, projectors=build_projectors(rule) if s.method in USES_P else None,
                     covs=covs, diagnostics=True, progress=False)
 
     def on_batch(ed, batch, report, s=s) -> None:
@@ -398,8 +376,9 @@ points[[c for c in show if c in points.columns]].round(3)
 # %% [markdown]
 # ## The trade-off
 # {numref}`fig-operating-tradeoff` puts every setting in the plane of edit strength (horizontal) against
-# preservation (vertical). One curve per method and knob, in knob order; crosses mark each method's default point,
-# open circles its other seeds, diamonds the clamp and migration settings, the ring the calibrated projector.
+# preservation (vertical). One curve per method and knob, in knob order; crosses mark each method's default point
+# (blue AlphaEdit, red MEMIT, purple MEMIT with its update projected, brown sequential MEMIT), open circles its
+# other seeds, diamonds the clamp and migration settings, the ring the calibrated projector.
 
 # %% tags=["hide-input"] mystnb={"figure": {"name": "fig-operating-tradeoff", "caption": "Preservation against edit strength after the stream, one point per setting with 95% intervals on both axes. **Rows:** edit strength as official efficacy and as EasyEdit rewrite_acc. **Columns:** specificity and EasyEdit locality (higher is better; the dotted line is the unedited model) and the drift of the edited layers' outputs on held-out keys (lower is better). A method dominates where its curve lies above (left columns) or below (right column) the other's at the same horizontal position."}, "image": {"alt": "A grid of six scatter plots with connected lines, one line per method and knob, edit strength on the horizontal axis and a preservation measure on the vertical axis, with error bars."}}
 CURVES = [("nullspace_threshold", "AlphaEdit: threshold"), ("nullspace_energy", "AlphaEdit: energy share"),
@@ -410,6 +389,8 @@ curves = {name: c for name, c in curves.items() if c}
 P = points.set_index("setting")
 fig, axes = plt.subplots(2, 3, figsize=(14, 8), squeeze=False)
 palette = dict(zip([n for _, n in CURVES], sns.color_palette("tab10", len(CURVES))))
+METHOD_COLOURS = {"alphaedit": "tab:blue", "alphaedit_no_cache": "tab:cyan", "memit": "tab:red",
+                  "memit_projected": "tab:purple", "memit_seq": "tab:brown"}
 for i, xm in enumerate(["efficacy", "rewrite_acc"]):
     for j, ym in enumerate(["specificity", "locality", "drift"]):
         ax = axes[i, j]
@@ -421,7 +402,7 @@ for i, xm in enumerate(["efficacy", "rewrite_acc"]):
                         capsize=2, lw=1.2, color=palette[name], label=name)
         for s in done_settings:
             if s.knob in ("default", "seed", "clamp_norm_factor", "migration"):
-                colour = "tab:blue" if s.method == "alphaedit" else "tab:red"
+                colour = METHOD_COLOURS[s.method]
                 marker = {"default": "X", "seed": "o", "clamp_norm_factor": "D", "migration": "D"}[s.knob]
                 ax.scatter(P.loc[s.id, xm], P.loc[s.id, ym], marker=marker, s=60 if s.knob == "default" else 30,
                            facecolors="none" if s.knob == "seed" else colour, edgecolors=colour, zorder=3)
@@ -460,7 +441,7 @@ def case_sets(ids: list[str]) -> set:
     return {frozenset(final[(final.setting == i) & (final.measure == "efficacy")].case_id) for i in ids}
 
 
-default_eff = {m: float(P.loc[f"{m}-default", "efficacy"]) for m in methods if f"{m}-default" in P.index}
+default_eff = {m: float(P.loc[f"{m}-default", "efficacy"]) for m in ("alphaedit", "memit") if f"{m}-default" in P.index}
 rows = []
 memit_curve = curves.get("MEMIT: λ", [])
 for name, c in curves.items():
@@ -503,7 +484,7 @@ else:
 # {numref}`fig-operating-equal` shows the same differences. Above the zero line AlphaEdit is higher; that is
 # better for every measure but the drift, where lower is better.
 
-# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-operating-equal", "caption": "AlphaEdit − MEMIT at equal efficacy, per AlphaEdit curve (rows) and outcome (columns), with paired 95% intervals; filled markers interpolate both curves to the target efficacy, open markers compare the nearest pair of settings. The horizontal axis is the matched efficacy."}, "image": {"alt": "A grid of small dot-and-whisker plots of the difference AlphaEdit minus MEMIT against the matched efficacy, with a zero line."}}
+# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-operating-equal", "caption": "AlphaEdit \u2212 MEMIT at equal efficacy, per AlphaEdit curve (rows) and outcome (columns), with paired 95% intervals; filled markers interpolate both curves to the target efficacy, open markers compare the nearest pair of settings. The horizontal axis is the matched efficacy."}, "image": {"alt": "A grid of small dot-and-whisker plots of the difference AlphaEdit minus MEMIT against the matched efficacy, with a zero line."}}
 if len(equal):
     comps = list(dict.fromkeys(equal.comparison))
     fig, axes = plt.subplots(len(comps), len(OUTCOMES), figsize=(3 * len(OUTCOMES), 2.6 * len(comps)),
@@ -577,7 +558,7 @@ else:
 # kept, so held-out keys should sit near the curve √(energy kept); keys that differ from the corpus's (edits,
 # neighbours) sit above it when P treats them as generic directions.
 
-# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-operating-projector", "caption": "Leak ‖Pk‖/‖k‖ of held-out generic keys, neighbourhood subject keys and edit subject keys (panels) against the share of tr C that P keeps (log scale), one point per rule and edited layer; the dashed curve is √(energy kept). The ring marks the calibrated rule."}, "image": {"alt": "Three scatter plots of leak against energy kept on a logarithmic horizontal axis, coloured by layer, with a dashed square-root curve."}}
+# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-operating-projector", "caption": "Leak \u2016Pk\u2016/\u2016k\u2016 of held-out generic keys, neighbourhood subject keys and edit subject keys (panels) against the share of tr C that P keeps (log scale), one point per rule and edited layer; the dashed curve is \u221a(energy kept). The ring marks the calibrated rule."}, "image": {"alt": "Three scatter plots of leak against energy kept on a logarithmic horizontal axis, coloured by layer, with a dashed square-root curve."}}
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
 grid_x = np.logspace(np.log10(max(projector.energy_kept[projector.energy_kept > 0].min(), 1e-6)), 0, 50) \
     if (projector.energy_kept > 0).any() else np.logspace(-4, 0, 50)
@@ -672,13 +653,15 @@ if math.isfinite(default_leak):
                                        protect=protect or None)
 else:
     claims["C5"] = dict(verdict="not testable here", evidence="AlphaEdit's default rule was not part of the sweep.")
-claims["P4"] = dict(verdict="not testable here", evidence=(
-    "The paper's plug-in (another method's update projected, Δ P, e.g. MEMIT's) is not a method of this study's "
-    "editor (methods: " + ", ".join(METHODS) + "), and this notebook does not patch one in. Testing it needs a "
-    "`memit_projected` method (MEMIT's solve, then Δ ← Δ P with the same P) compared with plain MEMIT on the same "
-    "records."))
+p4_rows = paired("memit_projected-default", "memit-default", EDIT + ["drift"])
+p4_seq = paired("memit_seq-default", "memit-default", EDIT + ["drift"])
+claims["P4"] = sweeps.p4_plugin(p4_rows, p4_seq or None, edits=n_edits)
+for label_, pair_ids, rows_ in (("P4: MEMIT projected − MEMIT", ("memit_projected-default", "memit-default"), p4_rows),
+                                ("P4: sequential MEMIT − MEMIT", ("memit_seq-default", "memit-default"), p4_seq)):
+    for m, r in rows_.items():
+        knob_rows.append(dict(comparison=label_, setting_a=pair_ids[0], setting_b=pair_ids[1], **r))
 if pending:  # a run cut short by its time budget: the verdicts rest on part of the grid
-    for cid in ("C3", "C4", "C5"):
+    for cid in ("C3", "C4", "C5", "P4"):
         claims[cid]["evidence"] += (f" Provisional: {len(pending)} of {len(grid)} settings not run yet "
                                     f"({', '.join(pending)}).")
 pd.DataFrame(knob_rows).to_csv(out / "paired_knobs.csv", index=False)

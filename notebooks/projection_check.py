@@ -104,7 +104,7 @@ table.round(4)
 # {numref}`fig-projector-spectrum` shows where the threshold cuts the spectrum of C, and how the leakage changes
 # with the threshold.
 
-# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-projector-spectrum", "caption": "The projector at each edited layer. **Left:** eigenvalues of the key covariance C in ascending order (log scale); the dashed line is the official absolute threshold, and P keeps every direction below it. **Right:** mean leakage ‖Pk‖/‖k‖ of held-out preserved keys for each threshold of the sweep (0 would be perfect annihilation). Look at how far right of the spectrum's bend the threshold sits, and at how low the threshold must go before the leakage approaches 0."}, "image": {"alt": "Two line charts side by side. Left: one curve per edited layer of eigenvalue (logarithmic vertical axis) against eigen-direction index, with a dashed horizontal line at the threshold. Right: mean leakage of held-out keys (vertical axis) against threshold (logarithmic horizontal axis), one line with markers per layer."}}
+# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-projector-spectrum", "caption": "The projector at each edited layer. **Left:** eigenvalues of the key covariance C in ascending order (log scale); the dashed line is the official absolute threshold, and P keeps every direction below it. **Right:** mean leakage \u2016Pk\u2016/\u2016k\u2016 of held-out preserved keys for each threshold of the sweep (0 would be perfect annihilation). Look at how far right of the spectrum's bend the threshold sits, and at how low the threshold must go before the leakage approaches 0."}, "image": {"alt": "Two line charts side by side. Left: one curve per edited layer of eigenvalue (logarithmic vertical axis) against eigen-direction index, with a dashed horizontal line at the threshold. Right: mean leakage of held-out keys (vertical axis) against threshold (logarithmic horizontal axis), one line with markers per layer."}}
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
 for l, p in projectors.items():
     axes[0].plot(p.eigenvalues.clamp_min(1e-12).numpy(), label=f"layer {l}")
@@ -185,7 +185,8 @@ compare.round(3)
 # %% tags=["hide-input"]
 memit = Editor.prepare(lm, tok, hp, method="memit", progress=False)
 alpha = Editor.prepare(lm, tok, hp, method="alphaedit", progress=False)
-shared = all(torch.equal(memit.covs[l], alpha.covs[l]) and torch.equal(memit.covs[l], covs[l]) for l in hp.layers)
+shared = all(torch.equal(memit.covs[l].cpu(), alpha.covs[l].cpu()) and torch.equal(memit.covs[l].cpu(), covs[l].cpu())
+             for l in hp.layers)  # on the CPU: MEMIT moves its C to each layer's device (a GPU), AlphaEdit keeps it
 files = [StatsKey(fingerprint, adapter.mlp_out_names[l], corpus.identity, hp.mom2_n_tokens, hp.mom2_seq_len,
                   hp.mom2_dtype).path(cache_dir("stats")) for l in hp.layers]
 print(f"MEMIT and AlphaEdit use the same C: {shared}; files: {[f.name for f in files]}")

@@ -141,7 +141,7 @@ def test_run_keys_tell_comparable_streams_apart():
     assert mechanism.stream_mismatch("0123456789abcdef-n2000-b50-s0-bbbbbbbbbb-eeeeeeeeee", plain) == \
         "batch_size 50 vs 100; data eeeeeeeeee vs dddddddddd"
     assert mechanism.run_key_parts("0123456789abcdef-n4-b2-s-1-aa-bb")["seed"] == "-1"
-    with pytest.raises(ValueError, match="not an edit_count run key"):
+    with pytest.raises(ValueError, match="not a run key"):
         mechanism.run_key_parts("smollm2-n4")
 
 

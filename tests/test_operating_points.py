@@ -184,7 +184,10 @@ def test_operating_points_notebook_runs_and_resumes(tiny_setup):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["claims"]) == {"C3", "C4", "C5", "P4"}
     assert {c["verdict"] for c in summary["claims"].values()} <= VERDICTS
-    assert summary["claims"]["P4"]["verdict"] == "not testable here"
+    assert summary["claims"]["P4"]["verdict"] != "not testable here"  # MEMIT with Δ P and sequential MEMIT ran
+    assert "Sequential MEMIT" in summary["claims"]["P4"]["evidence"]
+    knobs = pd.read_csv(out / "paired_knobs.csv")
+    assert {"P4: MEMIT projected − MEMIT", "P4: sequential MEMIT − MEMIT"} <= set(knobs.comparison)
     assert summary["claims"]["C3"]["verdict"] != "not testable here"  # the migrated setting ran
     c3 = summary["claims"]["C3"]["evidence"]  # the algorithm settings migrate; the statistics stay the model's
     assert "Migrated: v_lr 0.1, clamp_norm_factor 0.75;" in c3 and "mom2_n_tokens 300 (reference 999)" in c3

@@ -1,0 +1,91 @@
+"""What a resumable study run keys its checkpoints and tables by, and the unedited baseline it shares.
+
+A run key names one stream: the unedited model (its fingerprint), the number of edits, the batch size, the seed, the
+hyperparameters and the records. Tables that a run appends to carry its key in a `run_key` column, so rows of
+another run are never extended or taken for this run's progress. The unedited model's argmax tokens on the
+records (EasyEdit's locality reference) depend only on the model and the records: one file per pair, shared by every
+method, variant and notebook."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from .checkpoint import request_sha256
+from .paths import cache_dir
+from .requests import EditRequest
+
+
+def digest(obj: Any) -> str:
+    """Short sha256 (10 hex digits) of a JSON-able object, keys sorted."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def data_digest(requests: Sequence[EditRequest]) -> str:
+    """Short sha256 of the requests, in order (each by `checkpoint.request_sha256`)."""
+    return hashlib.sha256("".join(request_sha256(r) for r in requests).encode()).hexdigest()[:10]
+
+
+def run_key(fingerprint: str, n_edits: int, batch_size: int, seed: int, hparams: Mapping[str, Any],
+            requests: Sequence[EditRequest]) -> str:
+    """'<model>-n<edits>-b<batch>-s<seed>-<hparams digest>-<data digest>'."""
+    return f"{fingerprint}-n{n_edits}-b{batch_size}-s{seed}-{digest(dict(hparams))}-{data_digest(requests)}"
+
+
+RUN_KEY = re.compile(r"^(?P<model>[0-9a-f]+)-n(?P<n_edits>\d+)-b(?P<batch_size>\d+)-s(?P<seed>-?\d+)"
+                     r"-(?P<hparams>[0-9a-f]+)-(?P<data>[0-9a-f]+)$")
+
+
+def run_key_parts(key: str) -> dict[str, str]:
+    """A run key in its parts: model, n_edits, batch_size, seed, hparams, data (strings)."""
+    m = RUN_KEY.match(str(key))
+    if not m:
+        raise ValueError(f"not a run key: {key!r}")
+    return m.groupdict()
+
+
+def cached_baseline(lm, tok, records: list[dict], fingerprint: str, requests: Sequence[EditRequest],
+                    progress: bool = True) -> dict:
+    """`metrics.compute_baseline` of the unedited model on `records`, read from or written to the shared cache
+    (`runs/unedited/baseline-<model>-<data digest>.json`; written atomically: several processes may race)."""
+    from .metrics import compute_baseline
+
+    path = cache_dir("runs", "unedited") / f"baseline-{fingerprint}-{data_digest(requests)}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    baseline = compute_baseline(lm, tok, records, progress=progress)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(baseline))
+    tmp.replace(path)
+    return baseline
+
+
+class RunTables:
+    """Append-only CSV tables of one run: each row carries the run key."""
+
+    def __init__(self, key: str, what: str = "run"):
+        self.key, self.what = key, what
+
+    def append(self, path: Path, frame: pd.DataFrame) -> None:
+        frame.assign(run_key=self.key).to_csv(path, mode="a", header=not Path(path).exists(), index=False)
+
+    def check(self, path: Path) -> None:
+        """Refuse a table holding rows of another run (other model, records, hparams, batch size or seed)."""
+        if Path(path).exists():
+            keys = set(pd.read_csv(path).get("run_key", pd.Series(["(none)"])).astype(str))
+            if keys != {self.key}:
+                raise ValueError(f"{path} holds rows of another run (run_key {sorted(keys)}); this run is "
+                                 f"{self.key}. Move the old tables away before starting a new {self.what}.")
+
+    @staticmethod
+    def done(path: Path, *columns: str) -> set:
+        """Values (one column) or tuples (several) already written: what a resumed run must not redo."""
+        if not Path(path).exists():
+            return set()
+        t = pd.read_csv(path, usecols=list(columns))[list(columns)]  # usecols keeps the file's column order
+        return set(t[columns[0]]) if len(columns) == 1 else set(map(tuple, t.itertuples(index=False)))

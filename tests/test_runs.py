@@ -1,0 +1,64 @@
+"""Run keys, run tables and the shared unedited baseline (alphaedit_core/runs.py)."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pandas as pd
+import pytest
+from tiny import REQUESTS
+
+from alphaedit_core import runs
+from alphaedit_core.checkpoint import request_sha256
+
+
+def test_run_key_is_the_documented_recipe():
+    """Written out by hand: a change of recipe would orphan every checkpoint of a running stream."""
+    hp = {"L2": 10.0, "layers": [4, 5]}
+    hp_part = hashlib.sha256(b'{"L2": 10.0, "layers": [4, 5]}').hexdigest()[:10]
+    data_part = hashlib.sha256("".join(request_sha256(r) for r in REQUESTS).encode()).hexdigest()[:10]
+    assert runs.run_key("fp", 2000, 100, 0, hp, REQUESTS) == f"fp-n2000-b100-s0-{hp_part}-{data_part}"
+    assert runs.run_key("fp", 2000, 100, 0, hp, REQUESTS[::-1]) != runs.run_key("fp", 2000, 100, 0, hp, REQUESTS)
+
+
+def test_tables_refuse_rows_of_another_run_and_report_progress(tmp_path):
+    path = tmp_path / "metrics.csv"
+    mine, other = runs.RunTables("key-a"), runs.RunTables("key-b", "sweep")
+    mine.check(path)  # no table yet
+    mine.append(path, pd.DataFrame(dict(edits=[0, 100], setting=["x", "y"])))
+    mine.append(path, pd.DataFrame(dict(edits=[200], setting=["x"])))
+    mine.check(path)
+    assert mine.done(path, "edits") == {0, 100, 200}
+    assert mine.done(path, "setting", "edits") == {("x", 0), ("y", 100), ("x", 200)}
+    assert mine.done(tmp_path / "none.csv", "edits") == set()
+    with pytest.raises(ValueError, match=r"rows of another run \(run_key \['key-a'\]\); this run is key-b.*new sweep"):
+        other.check(path)
+    pd.DataFrame(dict(edits=[0])).to_csv(tmp_path / "old.csv", index=False)  # written before run keys existed
+    with pytest.raises(ValueError, match=r"\['\(none\)'\]"):
+        mine.check(tmp_path / "old.csv")
+
+
+def test_baseline_is_computed_once_per_model_and_records(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path))
+    calls = []
+
+    def fake(lm, tok, records, progress=True):
+        calls.append(len(records))
+        return {"argmax": [len(records)]}
+
+    monkeypatch.setattr("alphaedit_core.metrics.compute_baseline", fake)
+    records = [{"case_id": i} for i in range(3)]
+    first = runs.cached_baseline(None, None, records, "fp", REQUESTS[:3])
+    again = runs.cached_baseline(None, None, records, "fp", REQUESTS[:3])
+    other_model = runs.cached_baseline(None, None, records, "fp2", REQUESTS[:3])
+    assert first == again == other_model == {"argmax": [3]} and calls == [3, 3]
+    files = sorted(p.name for p in (tmp_path / "runs" / "unedited").iterdir())
+    assert files == sorted(f"baseline-{fp}-{runs.data_digest(REQUESTS[:3])}.json" for fp in ("fp", "fp2"))
+    assert json.loads((tmp_path / "runs" / "unedited" / files[0]).read_text()) == {"argmax": [3]}
+
+
+def test_run_key_parts_read_back_what_run_key_wrote():
+    key = runs.run_key("0123abcd", 200, 100, -1, {"L2": 1.0}, REQUESTS[:2])
+    parts = runs.run_key_parts(key)
+    assert parts == dict(model="0123abcd", n_edits="200", batch_size="100", seed="-1",
+                         hparams=runs.digest({"L2": 1.0}), data=runs.data_digest(REQUESTS[:2]))
