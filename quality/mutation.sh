@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Mutation testing of the core modules (solve, projection, stats, keys, targets, editor, prompts) with mutmut.
 #
-#   bash quality/mutation.sh           # "after": tests/test_core.py, tests/test_stats.py, tests/test_algorithm_pins.py
+#   bash quality/mutation.sh           # "after": the tests of [tool.mutmut] in pyproject.toml
 #   bash quality/mutation.sh before    # "before": the same without tests/test_algorithm_pins.py
 #
 # Works on a scratch copy (MUTATION_WORKDIR, default /tmp/alphaedit-mutation/<mode>): the repository is never
 # touched except quality/results/<mode>/, where the counts (summary.json), the surviving mutants with their diffs
-# (survivors.md) and the run's log go. Needs the project's .venv with the dev extra (mutmut). Runs at the lowest
-# CPU priority (niceness 19, whatever the caller's) with one thread per worker; MUTATION_JOBS workers (default 2). See quality/README.md.
+# (survivors.md), the sample (sample.txt) and the run's log go. Needs the project's .venv with the dev extra
+# (mutmut). Tests a seeded sample of each function's mutants (MUTATION_SAMPLE, default 0.15; 1 = all), at
+# niceness MUTATION_NICE (default 19, whatever the caller's), one thread per worker, MUTATION_JOBS workers
+# (default 2). See quality/README.md.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 MODE="${1:-after}"
@@ -77,35 +79,45 @@ if [ -n "${MUTATION_MODULES:-}" ]; then
   SCOPE=("${kept[@]}")
 fi
 printf 'scope: %s\n' "${SCOPE[@]}"
-RUN=("${SCOPE[@]}")
-if [ -n "${MUTATION_RESUME:-}" ] && [ -d "$WORK/mutants" ]; then
-  # mutmut re-runs every mutant named on its command line: name only the in-scope ones without a result yet
-  mapfile -t RUN < <(cd "$WORK" && "$PY" - "${SCOPE[@]}" <<'PYEOF'
-import fnmatch, glob, json, sys
-for meta in sorted(glob.glob("mutants/alphaedit_core/*.py.meta")):
-    for key, code in json.load(open(meta))["exit_code_by_key"].items():
-        if code is None and any(fnmatch.fnmatch(key, g) for g in sys.argv[1:]):
-            print(key)
-PYEOF
-)
-  echo "resuming: ${#RUN[@]} mutants left"
-  [ "${#RUN[@]}" -gt 0 ] || RUN=("none-left")
-fi
+SAMPLE="${MUTATION_SAMPLE:-0.15}"
+SEED="${MUTATION_SEED:-0}"
 
-# 4. the run
+# 4. the run: mutmut generates the mutants and times the tests (a name that matches no mutant stops it right after),
+# select_mutants.py draws the sample of the scope, mutmut tests it
 cd "$WORK"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false PYTHONHASHSEED=0
+NICENESS="${MUTATION_NICE:-19}"
 start=$(date +%s)
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 {
   echo "commit $(git -C "$ROOT" rev-parse HEAD) (working tree as copied at $(date -u +%FT%TZ))"
   printf 'scope: %s\n' "${SCOPE[@]}"
+  echo "sample: fraction $SAMPLE of each function's mutants, seed $SEED"
   git -C "$ROOT" status --short -- alphaedit_core tests pyproject.toml | sed 's/^/  modified: /'
-} > "$OUT/run.log"
-nice -n $(( 19 - $(nice) )) "$MUTMUT" run --max-children "$JOBS" "${RUN[@]}" 2>&1 | tr '\r' '\n' | grep -v '^\s*$' | tail -n 40 >> "$OUT/run.log" || true
+} > "$OUT/run.log.new"
+if [ -n "${MUTATION_RESUME:-}" ] && [ -f "$OUT/run.log" ]; then  # a resumed run keeps the earlier segments' log
+  { echo "--- resumed"; cat "$OUT/run.log.new"; } >> "$OUT/run.log"; rm "$OUT/run.log.new"
+else
+  mv "$OUT/run.log.new" "$OUT/run.log"
+fi
+TIMEFORMAT="CPU time of mutmut and its workers (%R s wall): %U s user, %S s system"
+if [ ! -f mutants/mutmut-stats.json ]; then
+  { time nice -n $(( NICENESS - $(nice) )) "$MUTMUT" run generate-and-time-only > "$OUT/mutmut.out" 2>&1 ; } 2>> "$OUT/run.log" || true
+  grep -q "nothing matches" "$OUT/mutmut.out" || { cat "$OUT/mutmut.out" >&2; exit 1; }
+fi
+RESUME_FLAG=()
+[ -n "${MUTATION_RESUME:-}" ] && RESUME_FLAG=(--resume)
+"$PY" "$ROOT/quality/select_mutants.py" "$SAMPLE" "$SEED" "${RESUME_FLAG[@]}" "${SCOPE[@]}" > "$OUT/sample.txt"
+mapfile -t RUN < "$OUT/sample.txt"
+echo "mutants to test: ${#RUN[@]}" | tee -a "$OUT/run.log"
+if [ "${#RUN[@]}" -gt 0 ]; then
+  { time nice -n $(( NICENESS - $(nice) )) "$MUTMUT" run --max-children "$JOBS" "${RUN[@]}" > "$OUT/mutmut.out" 2>&1 ; } 2>> "$OUT/run.log" || true
+  tr '\r' '\n' < "$OUT/mutmut.out" | grep -v '^\s*$' | grep -v '^[^a-zA-Z]*alphaedit_core' | tail -n 8 >> "$OUT/run.log"
+fi
+rm -f "$OUT/mutmut.out"
+"$PY" "$ROOT/quality/select_mutants.py" "$SAMPLE" "$SEED" "${SCOPE[@]}" > "$OUT/sample.txt"  # the whole sample
 end=$(date +%s)
-echo "wall time: $(( (end - start) / 60 )) min $(( (end - start) % 60 )) s, $JOBS workers, $(nproc --all) cores" >> "$OUT/run.log"
-echo "CPU time of the run (user, system; this shell's children):" >> "$OUT/run.log"
-times | tail -n 1 >> "$OUT/run.log"
+echo "wall time: $(( (end - start) / 60 )) min $(( (end - start) % 60 )) s, $JOBS workers at niceness $NICENESS, $(nproc --all) cores; load average (1, 5, 15 min) before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/run.log"
 
 # 5. the numbers
-"$PY" "$ROOT/quality/summarize.py" "$OUT" "$MODE" "${SCOPE[@]}" | tee -a "$OUT/run.log"
+"$PY" "$ROOT/quality/summarize.py" "$OUT" "$MODE" --sample "$OUT/sample.txt" | tee -a "$OUT/run.log"

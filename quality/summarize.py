@@ -3,11 +3,15 @@ does): reads mutants/**/*.meta, writes OUT/summary.json (counts per module and i
 (every surviving or timed-out mutant with its diff).
 
 usage: python summarize.py OUT_DIR LABEL [SCOPE_GLOB ...]   (only mutants matching a glob are counted)
+       python summarize.py OUT_DIR LABEL --sample FILE      (only the mutants named in FILE, one per line)
+
+The score is killed / tested; for a sample it comes with a 95 % Wilson interval for the score of the whole scope.
 """
 from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import sys
 from collections import Counter
 from pathlib import Path
@@ -18,7 +22,14 @@ from mutmut.stats import status_by_exit_code
 from mutmut.utils.file_utils import walk_mutatable_files
 
 
-def main(out: Path, label: str, scope: list[str]) -> None:
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion k/n, in percent."""
+    p, d = k / n, 1 + z * z / n
+    centre, half = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return round(100 * (centre - half), 1), round(100 * (centre + half), 1)
+
+
+def main(out: Path, label: str, scope: list[str], sample: set[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     per_module: dict[str, Counter] = {}
     survivors: list[tuple[str, str, str]] = []
@@ -29,6 +40,8 @@ def main(out: Path, label: str, scope: list[str]) -> None:
         counts = per_module.setdefault(module, Counter())
         for key, code in sorted(m.exit_code_by_key.items()):
             if scope and not any(fnmatch.fnmatch(key, g) for g in scope):
+                continue
+            if sample is not None and key not in sample:
                 continue
             status = status_by_exit_code[code]
             counts[status] += 1
@@ -43,12 +56,18 @@ def main(out: Path, label: str, scope: list[str]) -> None:
         total.update(c)
 
     def score(c: Counter) -> float | None:
-        tested = c["killed"] + c["survived"] + c["timeout"] + c["suspicious"] + c["segfault"]
+        tested = c["killed"] + c["survived"] + c["timeout"] + c["suspicious"] + c["segfault"] + c["no tests"]
         return round(100 * (c["killed"] + c["timeout"]) / tested, 1) if tested else None
 
+    def interval(c: Counter) -> tuple[float, float] | None:
+        tested = c["killed"] + c["survived"] + c["timeout"] + c["suspicious"] + c["segfault"] + c["no tests"]
+        return wilson(c["killed"] + c["timeout"], tested) if tested else None
+
     summary = {"label": label, "scope": scope,
-               "modules": {k: dict(v) | {"score_percent": score(v)} for k, v in per_module.items()},
-               "total": dict(total) | {"score_percent": score(total)}}
+               "sample": None if sample is None else len(sample),
+               "modules": {k: dict(v) | {"score_percent": score(v), "score_interval_95": interval(v)}
+                           for k, v in per_module.items()},
+               "total": dict(total) | {"score_percent": score(total), "score_interval_95": interval(total)}}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     lines = [f"# Mutants not killed ({label})", "",
              "Every mutant of the core modules that the selected tests did not kill, with its diff. "
@@ -62,4 +81,8 @@ def main(out: Path, label: str, scope: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2], sys.argv[3:])
+    args = sys.argv[3:]
+    if args[:1] == ["--sample"]:
+        main(Path(sys.argv[1]), sys.argv[2], [], set(Path(args[1]).read_text().split()))
+    else:
+        main(Path(sys.argv[1]), sys.argv[2], args)

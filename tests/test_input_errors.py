@@ -89,11 +89,13 @@ def test_token_budget_larger_than_the_corpus_names_both_counts(tiny):
     model, tok, a = tiny
     corpus = TextCorpus(DOCS, "t")
     with pytest.raises(ValueError, match=rf"corpus '{re.escape(corpus.identity)}' ran out of tokens: "
-                                         rf"{CORPUS_TOKENS} tokens available .*1,000,000 asked"):
+                                         rf"{CORPUS_TOKENS} tokens available \(windows of 64\), 1,000,000 asked "
+                                         r"\(n_tokens, hparams field 'mom2_n_tokens'\); ask for at most"):
         compute_second_moments(model, tok, a, [1], corpus, n_tokens=1_000_000, seq_len=64, progress=False)
     _, counted = compute_second_moments(model, tok, a, [1], corpus, n_tokens=None, seq_len=64, progress=False)
     assert counted == CORPUS_TOKENS  # None: the whole corpus, by request
-    with pytest.raises(ValueError, match=r"150 tokens available after skipping 39 .*, 500 asked"):
+    with pytest.raises(ValueError, match=r"150 tokens available after skipping 39 \(windows of 64\), 500 asked "
+                                         r"\(n_tokens\); ask for at most 150"):
         corpus_keys(model, tok, a, [1], corpus, skip_tokens=39, n_tokens=500, seq_len=64)
 
 

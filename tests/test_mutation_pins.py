@@ -1,0 +1,104 @@
+"""Pins for gaps that the sampled mutation run found (quality/mutation-results.md): defaults and boundaries stated
+in docstrings, the progress-bar paths, the editor's bookkeeping. Each expectation is written out by hand."""
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny import REQUESTS, TEXT, tiny_model, tiny_tokenizer
+
+from alphaedit_core.arch import ModelAdapter
+from alphaedit_core.corpus import TextCorpus
+from alphaedit_core.editor import Editor
+from alphaedit_core.hparams import EditHParams
+from alphaedit_core.projection import projector_from_cov
+from alphaedit_core.prompts import template_groups
+from alphaedit_core.stats import compute_second_moments
+from alphaedit_core.targets import anchor_values
+
+DOCS = [line for line in TEXT.split("\n") if line]
+TEMPLATES = ["{}", "Because it rains. {}"]
+
+
+def hp(**kw) -> EditHParams:
+    base = dict(layers=[1, 2], v_lr=0.5, v_num_grad_steps=3, context_template_count=1, context_template_length=5,
+                targets_chunk=4, L2=1.0, batch_size=3)
+    return EditHParams(**{**base, **kw})
+
+
+def editor(method="alphaedit", **kw) -> Editor:
+    model = tiny_model("llama")
+    d_ff = ModelAdapter.from_model(model).d_ff
+    identity = projector_from_cov(torch.zeros(d_ff, d_ff), threshold=1.0, allow_degenerate=True)
+    return Editor(model, tiny_tokenizer(), hp(), method=method, projectors={l: identity for l in (1, 2)},
+                  covs={l: torch.eye(d_ff) for l in (1, 2)}, templates=TEMPLATES, **kw)
+
+
+def test_energy_rule_keeps_directions_up_to_and_including_the_share():
+    """diag(1, 1, 2, 4): cumulative shares 1/8, 2/8, 4/8, 1. 'At most 25% of tr C' keeps the first two."""
+    p = projector_from_cov(torch.diag(torch.tensor([1.0, 1.0, 2.0, 4.0])), mode="energy", energy=0.25)
+    assert p.n_kept == 2
+
+
+def test_template_groups_with_one_sampled_template():
+    assert template_groups(["{}"]) == [[0]]
+    assert template_groups(["{}", "A. {}"]) == [[0], [1]]
+    assert template_groups(["{}", "A. {}", "B. {}"]) == [[0], [1, 2]]
+
+
+def test_nas_outlier_rule_defaults_and_boundary():
+    """NAS skips a request whose ‖v*‖ exceeds 2 × the reference (strictly); other values are rescaled to it."""
+    h0, v0 = torch.zeros(3, 4), torch.zeros(3, 4)
+    z = torch.tensor([[2.5, 0, 0, 0], [2.0, 0, 0, 0], [0, 3.0, 0, 0]])  # v* = z here: norms 2.5, 2.0, 3.0
+    out, skipped = anchor_values(z, h0, v0, reference=1.0)
+    assert skipped.tolist() == [True, False, True]
+    assert torch.equal(out[1], torch.tensor([1.0, 0, 0, 0]))  # at exactly 2x: rescaled, not skipped
+    assert torch.equal(out[0], h0[0])  # skipped: z' = h0, no change asked
+    _, skipped = anchor_values(z[:1] * 0.6, h0[:1], v0[:1], reference=1.0, skip=1.0)  # 1.5 > 1.0
+    assert skipped.tolist() == [True]
+
+
+def test_second_moments_with_the_progress_bar_on():
+    model, tok = tiny_model("llama"), tiny_tokenizer()
+    a = ModelAdapter.from_model(model)
+    on, n_on = compute_second_moments(model, tok, a, [1], TextCorpus(DOCS, "t"), n_tokens=50, seq_len=16,
+                                      progress=True)
+    off, n_off = compute_second_moments(model, tok, a, [1], TextCorpus(DOCS, "t"), n_tokens=50, seq_len=16,
+                                        progress=False)
+    assert n_on == n_off == 50 and torch.equal(on[1], off[1])
+
+
+def test_run_with_the_progress_bar_on_and_batches_of_one():
+    ed = editor(progress=True)
+    reports = ed.run(REQUESTS[:2], batch_size=1)
+    assert [r.edits_done for r in reports] == [1, 2] and ed.batches_done == 2
+
+
+def test_a_default_editor_skips_the_diagnostics():
+    report = editor(progress=False).edit_batch(REQUESTS[:1])
+    assert report.condition == {}
+    assert editor(progress=False, diagnostics=True).edit_batch(REQUESTS[:1]).condition.keys() == {1, 2}
+
+
+def test_restore_forgets_the_batch_size():
+    ed = editor(progress=False)
+    ed.run(REQUESTS[:2], batch_size=2)
+    ed.restore()
+    assert ed.batch_size is None
+    ed.run(REQUESTS[:3], batch_size=3)  # another batch size after a restore is a new run
+    assert ed.batches_done == 1
+
+
+def test_memit_accepts_second_moments_of_layers_it_does_not_edit():
+    model = tiny_model("llama")
+    d_ff = ModelAdapter.from_model(model).d_ff
+    ed = Editor(model, tiny_tokenizer(), hp(), method="memit", covs={l: torch.eye(d_ff) for l in (0, 1, 2, 3)},
+                templates=TEMPLATES, progress=False)
+    assert set(ed.covs) == {0, 1, 2, 3}
+
+
+def test_prepare_names_the_layer_of_a_degenerate_projector(tmp_path):
+    model, tok = tiny_model("llama"), tiny_tokenizer()
+    with pytest.raises(ValueError, match=r"^projector of layer 1 keeps 64 of 64 directions"):
+        Editor.prepare(model, tok, hp(nullspace_threshold=1e6, mom2_n_tokens=60, mom2_seq_len=16),
+                       corpus=TextCorpus(DOCS, "t"), fingerprint="tiny", stats_root=tmp_path, templates=TEMPLATES,
+                       progress=False)
