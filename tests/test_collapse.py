@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from tiny import notebook_setup
 
 from alphaedit_core import mechanism
 from alphaedit_core.study import ROOT, run_notebook
@@ -178,13 +177,6 @@ def test_cost_table_against_the_reference():
 
 # ------------------------------------------------------------------------------------------- end to end
 pytest.importorskip("papermill")
-
-
-@pytest.fixture
-def tiny_setup(tmp_path, monkeypatch):
-    monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "cache"))
-    folder, _ = notebook_setup(tmp_path)
-    return tmp_path, folder
 
 
 def test_collapse_notebook_runs_the_variants_compares_them_and_resumes(tiny_setup):

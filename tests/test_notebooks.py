@@ -5,19 +5,11 @@ import json
 import pandas as pd
 import pytest
 
-from tiny import notebook_setup
 
 from alphaedit_core.hparams import EditHParams
 from alphaedit_core.study import ROOT, run_notebook
 
 pytest.importorskip("papermill")
-
-
-@pytest.fixture
-def tiny_setup(tmp_path, monkeypatch):
-    monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "cache"))
-    folder, _ = notebook_setup(tmp_path)
-    return tmp_path, folder
 
 
 def test_edit_count_notebook_runs_and_resumes(tiny_setup):
