@@ -92,8 +92,10 @@ def verify_identity(path: Path, recorded: dict[str, Any], expected: dict[str, An
                                    for k in diff)
                 raise CheckpointMismatch(f"checkpoint {path} was made with other hparams ({detail})")
         elif have != want:
+            hint = ("" if field != "statistics_sha256" else " (other second moments or projectors: another corpus, "
+                    "token count, projector rule, or statistics computed on another machine or library version)")
             raise CheckpointMismatch(f"checkpoint {path} was made with {field}={_short(have)}; this run has "
-                                     f"{field}={_short(want)}")
+                                     f"{field}={_short(want)}{hint}")
 
 
 def verify_requests(path: Path, recorded: Sequence[str], requests: Sequence[Any]) -> None:

@@ -11,10 +11,16 @@ from it (`P x = U_keep U_keepᵀ x` or `P x = x − U_drop U_dropᵀ x`).
 A P that keeps no direction (Δ = 0: nothing is edited) or every direction (P = I: nothing is protected) is an
 error unless asked for (`allow_degenerate=True`, e.g. the identity projector of tests and ablations); one that
 keeps more than 99% or fewer than 1% of the directions gives a `ProjectorWarning` with the numbers.
+
+On the CPU the eigendecomposition runs on one thread, whatever the process's thread count: LAPACK's threaded eigh
+gives bases that differ in the last bits between one and two threads, so a checkpoint (which records a hash of the
+bases) made by a one-thread stream process would otherwise be refused by a two-thread process on the same machine.
 """
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -94,7 +100,8 @@ def projector_from_cov(
                          f"{int(torch.isnan(cov).sum())} NaN and {int(torch.isinf(cov).sum())} infinite entries")
     c = cov.to(torch.float64)
     c = (c + c.T) / 2
-    eigenvalues, vectors = torch.linalg.eigh(c)  # ascending
+    with _one_thread(c.device):
+        eigenvalues, vectors = torch.linalg.eigh(c)  # ascending
     if mode == "threshold":
         n_kept = int((eigenvalues < threshold).sum())
     elif mode == "energy":
@@ -108,6 +115,21 @@ def projector_from_cov(
     p = Projector(basis.to(torch.float32).contiguous(), complement, eigenvalues.to(torch.float32), n_kept)
     check_kept(p, rule=_rule(mode, threshold, energy), allow_degenerate=allow_degenerate, who=who)
     return p
+
+
+@contextmanager
+def _one_thread(device: torch.device) -> Iterator[None]:
+    """Run the block on one intra-op thread when `device` is the CPU (bit-identical bases whatever the process's
+    thread count); restore the thread count after."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _rule(mode: str, threshold: float, energy: float) -> str:

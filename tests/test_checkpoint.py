@@ -12,6 +12,7 @@ import torch
 from stream_job import BATCH, LAYERS, REQUESTS, build_editor
 
 from alphaedit_core import checkpoint as ckpt
+from alphaedit_core.projection import projector_from_cov
 from alphaedit_core.requests import EditRequest
 
 
@@ -164,3 +165,47 @@ def test_run_refuses_a_stream_with_conflicting_or_duplicate_requests():
         build_editor().run(REQUESTS + [EditRequest("{} likes", "Paris", "tea", case_id=0)])
     with pytest.raises(ValueError, match="batch_size=0"):
         build_editor().run(REQUESTS, batch_size=0)
+
+
+def _with_threads(n: int, fn):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_projector_basis_does_not_depend_on_the_thread_count():
+    """LAPACK's threaded eigh differs in the last bits between one and two threads at d = 512 (measured: up to 1e-10
+    in the float32 basis); the projector pins the decomposition to one thread."""
+    d = 512
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4 * d, d, generator=g, dtype=torch.float64)
+    cov = (x.T @ x / x.shape[0]).float()
+    ev = torch.linalg.eigvalsh(cov.double())
+    threshold = float(ev[d // 4] + ev[d // 4 + 1]) / 2  # between two eigenvalues: the kept count is not in question
+    one, two = (_with_threads(n, lambda: projector_from_cov(cov, threshold=threshold)) for n in (1, 2))
+    assert one.n_kept == two.n_kept == d // 4 + 1
+    assert torch.equal(one.basis, two.basis)
+    # the process's thread count is given back
+    assert _with_threads(2, lambda: (projector_from_cov(cov, threshold=threshold), torch.get_num_threads())[1]) == 2
+
+
+def test_checkpoint_of_other_statistics_is_refused_and_says_why(tmp_path):
+    from stream_job import hparams
+    from tiny import tiny_model, tiny_tokenizer
+
+    from alphaedit_core.editor import Editor
+
+    root = _stream(tmp_path)
+    model = tiny_model("llama", seed=0)
+    g = torch.Generator().manual_seed(7)  # another covariance than build_editor's
+    covs = {}
+    for l in LAYERS:
+        basis = torch.randn(model.config.intermediate_size, 20, generator=g, dtype=torch.float64)
+        covs[l] = (basis @ basis.T / 20).float()
+    other = Editor(model, tiny_tokenizer(), hparams(), projectors={l: projector_from_cov(c, threshold=1e-6)
+                                                                    for l, c in covs.items()}, progress=False)
+    with pytest.raises(ckpt.CheckpointMismatch, match=r"statistics_sha256=.*other second moments or projectors"):
+        other.run(REQUESTS, checkpoint=root)
