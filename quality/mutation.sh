@@ -2,7 +2,8 @@
 # Mutation testing of the core modules (solve, projection, stats, keys, targets, editor, prompts) with mutmut.
 #
 #   bash quality/mutation.sh           # "after": the tests of [tool.mutmut] in pyproject.toml
-#   bash quality/mutation.sh before    # "before": the same without tests/test_algorithm_pins.py
+#   bash quality/mutation.sh before    # "before": the same without the tests written to pin the algorithm
+#                                      # (tests/test_algorithm_pins.py, tests/test_mutation_pins.py)
 #
 # Works on a scratch copy (MUTATION_WORKDIR, default /tmp/alphaedit-mutation/<mode>): the repository is never
 # touched except quality/results/<mode>/, where the counts (summary.json), the surviving mutants with their diffs
@@ -15,7 +16,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 MODE="${1:-after}"
 case "$MODE" in before|after) ;; *) echo "usage: bash quality/mutation.sh [before|after]" >&2; exit 2 ;; esac
 WORK="${MUTATION_WORKDIR:-/tmp/alphaedit-mutation/$MODE}"
-OUT="$ROOT/quality/results/$MODE"
+OUT="${MUTATION_OUT:-$ROOT/quality/results/$MODE}"
 JOBS="${MUTATION_JOBS:-2}"
 MUTMUT="$ROOT/.venv/bin/mutmut"
 PY="$ROOT/.venv/bin/python"
@@ -33,8 +34,11 @@ else
   "$PY" "$ROOT/quality/undecorate.py" "$WORK"/alphaedit_core/{keys,stats,prompts}.py
   # 3. "before": the test selection without the algorithm pins
   if [ "$MODE" = before ]; then
-    rm "$WORK/tests/test_algorithm_pins.py"
-    sed -i 's#, "tests/test_algorithm_pins.py"##' "$WORK/pyproject.toml"
+    for pins in test_algorithm_pins test_mutation_pins; do
+      rm "$WORK/tests/$pins.py"
+      sed -i -z "s#,\\s*\"tests/$pins.py\"##" "$WORK/pyproject.toml"
+      ! grep -q "$pins" "$WORK/pyproject.toml" || { echo "could not drop $pins from the selection" >&2; exit 1; }
+    done
   fi
   # MUTATION_MODULES: generate mutants for those modules only
   if [ -n "${MUTATION_MODULES:-}" ]; then
