@@ -9,8 +9,14 @@ Layout of a checkpoint folder:
 
 `write_version` writes a new version folder under a temporary name, fsyncs its files, renames it, then swaps
 `LATEST` with `os.replace` (atomic) and only then removes older versions. Killed at any point, the folder holds
-either the old version or the new one under `LATEST`, never neither; `recover` (run before every read and write)
-removes what a kill left behind (`*.tmp`, versions `LATEST` does not name).
+either the old version or the new one under `LATEST`, never neither; `recover` (run by the writer before every
+write) removes what a kill left behind (`*.tmp`, versions `LATEST` does not name).
+
+One writer at a time: `WriterLock` holds an exclusive `flock` on `<checkpoint>.lock` (beside the folder) for as long
+as a run may write; a second writer is refused with `CheckpointBusy`, naming the holder. The kernel drops the lock
+when its process dies, so a killed run leaves no stale lock. Readers (`exists`, `read_version`) take no lock and
+change nothing: they read the version `LATEST` names (or, when a kill left no `LATEST`, the newest complete one),
+so a chapter can be rendered from a stream that is still writing.
 
 `verify_identity` compares a checkpoint's recorded identity with the resuming run's, field by field, and raises
 `CheckpointMismatch` naming the field and both values.
@@ -21,6 +27,8 @@ import hashlib
 import json
 import os
 import shutil
+import socket
+import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -39,6 +47,10 @@ class CheckpointError(RuntimeError):
 
 class CheckpointMismatch(ValueError):
     """A checkpoint belongs to another run (other model, requests, batch size, hyperparameters, ...)."""
+
+
+class CheckpointBusy(CheckpointError):
+    """Another run is writing this checkpoint (it holds the writer lock), or wrote it since this run read it."""
 
 
 SAVE_STEPS = ("tmp-created", "tensors-written", "meta-written", "tmp-synced", "version-renamed",
@@ -133,6 +145,71 @@ def _current(root: Path) -> str | None:
     return name or None
 
 
+def _complete_versions(root: Path) -> list[str]:
+    """Version folders that hold their metadata file, oldest first."""
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and p.name.startswith("v-") and not p.name.endswith(".tmp")
+                  and (p / STATE_JSON).exists()) if root.is_dir() else []
+
+
+def current_version(root: str | Path) -> str | None:
+    """The name of the version a reader should read, without changing anything: the one `LATEST` names, or, when
+    a kill left no `LATEST`, the newest complete version (the one `recover` would adopt); None when there is none."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    return _current(root) or (_complete_versions(root) or [None])[-1]
+
+
+class WriterLock:
+    """The exclusive right to write the checkpoint at `root`: an `flock` on `<root>.lock`, held from `acquire` to
+    `release` (or the end of the process). `acquire` raises `CheckpointBusy` naming the holder when another process
+    (or another `WriterLock` of this one) holds it. Without `fcntl` (not POSIX) it locks nothing."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.path = self.root.with_name(self.root.name + ".lock")
+        self._file = None
+
+    def acquire(self) -> "WriterLock":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "a process that did not say"
+            f.close()
+            raise CheckpointBusy(f"checkpoint {self.root} is being written by another run ({holder}; lock "
+                                 f"{self.path}): two runs must never write one checkpoint. Wait for it to end or "
+                                 f"stop it; the lock goes with its process") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            import fcntl
+
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "WriterLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
 def recover(root: str | Path) -> None:
     """Remove what an interrupted `write_version` left: temporary folders and files, and versions other than
     the one `LATEST` names (when `LATEST` names none, the newest complete version is adopted first)."""
@@ -196,20 +273,30 @@ def write_version(root: str | Path, number: int, tensors: dict[str, torch.Tensor
 
 # ------------------------------------------------------------------------------------------------ reading
 def exists(root: str | Path) -> bool:
-    """Whether `root` holds a checkpoint (after cleaning what a kill left)."""
-    root = Path(root)
-    recover(root)
-    return _current(root) is not None
+    """Whether `root` holds a checkpoint (read only)."""
+    return current_version(root) is not None
 
 
-def read_version(root: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Metadata and tensors of the current version, every tensor checked against its recorded sha256."""
+def read_version(root: str | Path, retries: int = 5) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Metadata and tensors of the current version, every tensor checked against its recorded sha256. Read only:
+    when a writer replaces the version while it is read (its old folder is removed), it is read again, up to
+    `retries` times."""
     root = Path(root)
-    recover(root)
-    name = _current(root)
-    if name is None:
-        raise CheckpointError(f"no checkpoint in {root}")
-    folder = root / name
+    for attempt in range(retries + 1):
+        name = current_version(root)
+        if name is None:
+            raise CheckpointError(f"no checkpoint in {root}")
+        try:
+            result = _read_folder(root / name)
+        except CheckpointError:
+            if attempt < retries and current_version(root) != name:  # replaced meanwhile: read the new one
+                continue
+            raise
+        return result
+    raise AssertionError("unreachable")
+
+
+def _read_folder(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     meta_path, tensor_path = folder / STATE_JSON, folder / STATE_TENSORS
     try:
         meta = json.loads(meta_path.read_text())

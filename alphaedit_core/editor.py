@@ -234,30 +234,47 @@ class Editor:
         belong to this run (same model, method, hparams, statistics, batch size, and requests: the edited ones
         must be, in order, the first of `requests`); otherwise `CheckpointMismatch` names the field.
         `stop_after` ends after that many batches in total (for tests of interruption); `deadline` (a
-        `time.time()` value) starts no new batch after it: a later call resumes from the checkpoint."""
+        `time.time()` value) starts no new batch after it: a later call resumes from the checkpoint.
+        While it may write, the run holds the checkpoint's `WriterLock`: a second writer gets `CheckpointBusy`.
+        A run with nothing left to do (all edited, `stop_after` reached, `deadline` passed) only reads."""
         batch_size = self.hp.batch_size if batch_size is None else batch_size
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be a positive integer")
         check_batch(requests)  # the whole stream: a fact edited twice to different targets, a reused case id
-        if checkpoint is not None and ckpt.exists(checkpoint):
+        loaded = ckpt.current_version(checkpoint) if checkpoint is not None else None
+        if loaded is not None:
             self.load(checkpoint, requests=requests, batch_size=batch_size)
         elif self.batches_done and self.batch_size not in (None, batch_size):
             raise ValueError(f"this editor ran with batch_size={self.batch_size}; asked for {batch_size}")
         self.batch_size = batch_size
         batches = [requests[i : i + batch_size] for i in range(0, len(requests), batch_size)]
+
+        def more() -> bool:
+            return (self.batches_done < len(batches) and (stop_after is None or self.batches_done < stop_after)
+                    and (deadline is None or time.time() < deadline))
+
+        lock = None
+        if checkpoint is not None and more():  # a run with nothing left to do only reads: no lock, no cleanup
+            lock = ckpt.WriterLock(checkpoint).acquire()
+            if ckpt.current_version(checkpoint) != loaded:
+                lock.release()
+                raise ckpt.CheckpointBusy(f"checkpoint {checkpoint} was written by another run after this one "
+                                          f"read it ({loaded} then, {ckpt.current_version(checkpoint)} now)")
+            ckpt.recover(checkpoint)  # what a killed writer left behind
         bar = tqdm(total=len(batches), initial=self.batches_done, desc=f"{self.method} batches", disable=not self.progress)
-        for batch in batches[self.batches_done :]:
-            if stop_after is not None and self.batches_done >= stop_after:
-                break
-            if deadline is not None and time.time() >= deadline:
-                break
-            report = self.edit_batch(batch)
-            if on_batch is not None:  # before the checkpoint: an interrupted callback is redone on resume
-                on_batch(self, batch, report)
-            if checkpoint is not None:
-                self.save(checkpoint)
-            bar.update(1)
-        bar.close()
+        try:
+            while more():
+                batch = batches[self.batches_done]
+                report = self.edit_batch(batch)
+                if on_batch is not None:  # before the checkpoint: an interrupted callback is redone on resume
+                    on_batch(self, batch, report)
+                if checkpoint is not None:
+                    self.save(checkpoint)
+                bar.update(1)
+        finally:
+            bar.close()
+            if lock is not None:
+                lock.release()
         return self.reports
 
     # --------------------------------------------------------------------------------------------- state

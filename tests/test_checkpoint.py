@@ -69,10 +69,54 @@ def test_killed_between_the_swaps_the_older_or_newer_version_is_current(tmp_path
     meta, _ = ckpt.read_version(tmp_path / "ck")
     assert meta["batches_done"] == 1
     # a version folder that LATEST does not name (killed after the rename, before the pointer swap) is dropped
+    # by the next writer; a reader reads the version LATEST names and changes nothing
     (tmp_path / "ck" / "v-000002").mkdir()
     (tmp_path / "ck" / "v-000002.tmp").mkdir()
     assert ckpt.exists(tmp_path / "ck")
-    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["LATEST", "v-000001"]
+    assert ckpt.read_version(tmp_path / "ck")[0]["batches_done"] == 1
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["LATEST", "v-000001", "v-000002",
+                                                                  "v-000002.tmp"]
+    build_editor().run(REQUESTS, checkpoint=tmp_path / "ck", stop_after=2)
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["LATEST", "v-000002"]
+    # killed before the first pointer was written: the newest complete version is read, and adopted by a writer
+    (tmp_path / "ck" / "LATEST").unlink()
+    assert ckpt.read_version(tmp_path / "ck")[0]["batches_done"] == 2
+
+
+def test_a_second_writer_is_refused_while_a_reader_may_read(tmp_path):
+    """Two runs must never write one checkpoint: the writer lock names its holder; a run with nothing left to do
+    (the rendering step of a study, a deadline already passed) only reads, lock or not."""
+    root = _stream(tmp_path)
+    with ckpt.WriterLock(root):
+        with pytest.raises(ckpt.CheckpointBusy, match=r"being written by another run \(pid \d+ on"):
+            build_editor().run(REQUESTS, checkpoint=root)
+        reader = build_editor()
+        reader.run(REQUESTS, checkpoint=root, deadline=0.0)
+        assert reader.batches_done == 1
+        reader = build_editor()
+        reader.run(REQUESTS, checkpoint=root, stop_after=1)
+        assert reader.batches_done == 1
+    # the lock is given back when its holder ends (also by an exception inside the run)
+    ed = build_editor()
+    ed.run(REQUESTS, checkpoint=root, stop_after=2)
+    assert ed.batches_done == 2 and ckpt.read_version(root)[0]["batches_done"] == 2
+    with ckpt.WriterLock(root):
+        pass
+
+
+def test_a_writer_refuses_a_checkpoint_advanced_after_it_read_it(tmp_path, monkeypatch):
+    root = _stream(tmp_path)
+    real = ckpt.WriterLock.acquire
+
+    def acquire_after_another_run(self):  # another run writes batch 2 between this run's read and its lock
+        monkeypatch.setattr(ckpt.WriterLock, "acquire", real)
+        build_editor().run(REQUESTS, checkpoint=root, stop_after=2)
+        return real(self)
+
+    monkeypatch.setattr(ckpt.WriterLock, "acquire", acquire_after_another_run)
+    with pytest.raises(ckpt.CheckpointBusy, match=r"written by another run after this one read it \(v-000001 then, "
+                                                  r"v-000002 now\)"):
+        build_editor().run(REQUESTS, checkpoint=root)
 
 
 def _stream(tmp_path, **kw):
