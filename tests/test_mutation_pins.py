@@ -102,3 +102,40 @@ def test_prepare_names_the_layer_of_a_degenerate_projector(tmp_path):
         Editor.prepare(model, tok, hp(nullspace_threshold=1e6, mom2_n_tokens=60, mom2_seq_len=16),
                        corpus=TextCorpus(DOCS, "t"), fingerprint="tiny", stats_root=tmp_path, templates=TEMPLATES,
                        progress=False)
+
+
+def test_batch_report_times_are_the_exact_sums_of_their_intervals(monkeypatch):
+    """With a clock that advances by 1 at every reading, the report's seconds are counts of intervals, by hand:
+    targets = 1 (t0 → t1); per edited layer one keys interval and one solve interval; one more keys interval for
+    cache_c after the layer loop. Two layers: keys = 3, solve = 2."""
+    import types
+
+    from alphaedit_core import editor as editor_module
+
+    ticks = iter(range(10_000))
+    clock = types.SimpleNamespace(perf_counter=lambda: float(next(ticks)), time=__import__("time").time)
+    ed = editor(progress=False)
+    monkeypatch.setattr(editor_module, "time", clock)
+    report = ed.edit_batch(REQUESTS[:2])
+    assert (report.seconds_targets, report.seconds_keys, report.seconds_solve) == (1.0, 3.0, 2.0)
+
+
+def test_fused_head_option_reaches_the_fused_loss(monkeypatch):
+    """`compute_targets(fused_head=True)` must use the one-pass head (`_head_losses`), the default must not: z agrees
+    to rounding either way, so only a call count tells an option that silently does nothing."""
+    from alphaedit_core import targets as targets_module
+
+    calls = {"n": 0}
+    real = targets_module._head_losses
+
+    def counted(*args, **kw):
+        calls["n"] += 1
+        return real(*args, **kw)
+
+    monkeypatch.setattr(targets_module, "_head_losses", counted)
+    model, tok = tiny_model("llama"), tiny_tokenizer()
+    a = ModelAdapter.from_model(model)
+    targets_module.compute_targets(model, tok, a, REQUESTS[:2], TEMPLATES, hp())
+    assert calls["n"] == 0
+    targets_module.compute_targets(model, tok, a, REQUESTS[:2], TEMPLATES, hp(), fused_head=True)
+    assert calls["n"] > 0
