@@ -139,3 +139,40 @@ def test_fused_head_option_reaches_the_fused_loss(monkeypatch):
     assert calls["n"] == 0
     targets_module.compute_targets(model, tok, a, REQUESTS[:2], TEMPLATES, hp(), fused_head=True)
     assert calls["n"] > 0
+
+
+def test_float64_second_moments_multiply_the_keys_in_float64():
+    """`dtype=torch.float64` statistics: the float32 keys are cast before the product, so C equals the float64
+    product of the very same keys (`corpus_keys` with no skip reads the same windows) to float64 rounding (1e-12);
+    a float32 product is off by ~1e-7."""
+    from alphaedit_core.stats import corpus_keys
+
+    model, tok = tiny_model("llama"), tiny_tokenizer()
+    a = ModelAdapter.from_model(model)
+    n = 80
+    c64, counted = compute_second_moments(model, tok, a, [1], TextCorpus(DOCS, "t"), n_tokens=n, seq_len=16,
+                                          batch_windows=3, dtype=torch.float64, progress=False)
+    k = corpus_keys(model, tok, a, [1], TextCorpus(DOCS, "t"), skip_tokens=0, n_tokens=n, seq_len=16,
+                    batch_windows=3)[1].double()
+    expected = k.T @ k / n
+    assert counted == n and c64[1].dtype == torch.float64
+    assert float((c64[1] - expected).abs().max() / expected.abs().max()) < 1e-12
+
+
+def test_projector_counts_eigenvalues_in_float64():
+    """A float32 C with an eigenvalue within float32 rounding of the threshold: the kept count is that of the float64
+    eigenvalues of C (computed here on their own), not of a float32 decomposition."""
+    g = torch.Generator().manual_seed(0)
+    d = 32
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    ev = torch.logspace(-3, 4, d, dtype=torch.float64)
+    ev[10] = 0.02
+    c32 = ((q * ev) @ q.T).float()
+    e64 = torch.linalg.eigvalsh(c32.double())
+    e32 = torch.linalg.eigh((c32 + c32.T) / 2)[0].double()  # what a float32 decomposition would count
+    i = int((e64 - 0.02).abs().argmin())
+    assert e64[i] != e32[i]  # the two decompositions disagree about this eigenvalue
+    threshold = float(e64[i] + e32[i]) / 2  # between them: float64 and float32 count differently
+    want = int((e64 < threshold).sum())
+    assert want != int((e32 < threshold).sum())
+    assert projector_from_cov(c32, threshold=threshold).n_kept == want
