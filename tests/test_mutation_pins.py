@@ -176,3 +176,19 @@ def test_projector_counts_eigenvalues_in_float64():
     want = int((e64 < threshold).sum())
     assert want != int((e32 < threshold).sum())
     assert projector_from_cov(c32, threshold=threshold).n_kept == want
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_loss_equal_to_the_early_stop_loss_does_not_stop(fast):
+    """The official rule stops when loss < early_stop_loss, strictly. The step-0 loss of one request (deterministic:
+    δ = 0) used as the threshold must not stop it at step 0, in the batched and the per-request optimiser."""
+    from alphaedit_core import targets as targets_module
+
+    find = targets_module.compute_targets if fast else targets_module.compute_targets_reference
+    model, tok = tiny_model("llama"), tiny_tokenizer()
+    a = ModelAdapter.from_model(model)
+    first = find(model, tok, a, REQUESTS[:1], TEMPLATES, hp(v_num_grad_steps=1))
+    assert first.steps.tolist() == [0]
+    tie = float(first.loss[0])  # a float32 value, exactly representable as a float
+    again = find(model, tok, a, REQUESTS[:1], TEMPLATES, hp(v_num_grad_steps=3, early_stop_loss=tie))
+    assert again.steps.tolist()[0] >= 1
