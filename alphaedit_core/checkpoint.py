@@ -220,9 +220,8 @@ def recover(root: str | Path) -> None:
         if p.name.endswith(".tmp"):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     versions = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("v-"))
-    current = _current(root)
-    if current is None and versions:  # killed before the first pointer swap completed: adopt the newest version
-        current = versions[-1]
+    current = current_version(root)  # the version readers read: writer and readers agree on it
+    if current is not None and _current(root) is None:  # killed before the first pointer swap completed: adopt it
         _write_pointer(root, current)
     for name in versions:
         if name != current:

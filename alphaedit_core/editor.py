@@ -256,10 +256,11 @@ class Editor:
         lock = None
         if checkpoint is not None and more():  # a run with nothing left to do only reads: no lock, no cleanup
             lock = ckpt.WriterLock(checkpoint).acquire()
-            if ckpt.current_version(checkpoint) != loaded:
+            now = ckpt.current_version(checkpoint)
+            if now != loaded:
                 lock.release()
                 raise ckpt.CheckpointBusy(f"checkpoint {checkpoint} was written by another run after this one "
-                                          f"read it ({loaded} then, {ckpt.current_version(checkpoint)} now)")
+                                          f"read it ({loaded} then, {now} now)")
             ckpt.recover(checkpoint)  # what a killed writer left behind
         bar = tqdm(total=len(batches), initial=self.batches_done, desc=f"{self.method} batches", disable=not self.progress)
         try:
