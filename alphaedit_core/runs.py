@@ -11,12 +11,13 @@ import hashlib
 import json
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from .checkpoint import request_sha256
+from .checkpoint import CheckpointBusy, WriterLock, request_sha256
 from .paths import cache_dir
 from .requests import EditRequest
 
@@ -65,19 +66,53 @@ def cached_baseline(lm, tok, records: list[dict], fingerprint: str, requests: Se
     return baseline
 
 
+@contextmanager
+def table_lock(path: str | Path, shared: bool = False):
+    """Hold an `flock` on `<path>.lock` (exclusive to write, shared to read) for the block: several worker
+    processes append to one table, and a reader never sees half a row. Without `fcntl` (not POSIX) it locks
+    nothing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    lock = Path(path).with_name(Path(path).name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def claim(path: str | Path) -> WriterLock | None:
+    """The exclusive right to work on the unit named `path` (a lock on `<path>.lock`, held until `release()` or
+    the end of the process), or None when another process holds it: how parallel workers share a list of
+    settings without doing one twice."""
+    try:
+        return WriterLock(path).acquire()
+    except CheckpointBusy:
+        return None
+
+
 class RunTables:
-    """Append-only CSV tables of one run: each row carries the run key."""
+    """Append-only CSV tables of one run: each row carries the run key. Appends and reads hold the table's lock,
+    so parallel workers of one run may share its tables."""
 
     def __init__(self, key: str, what: str = "run"):
         self.key, self.what = key, what
 
     def append(self, path: Path, frame: pd.DataFrame) -> None:
-        frame.assign(run_key=self.key).to_csv(path, mode="a", header=not Path(path).exists(), index=False)
+        with table_lock(path):
+            empty = not Path(path).exists() or Path(path).stat().st_size == 0
+            frame.assign(run_key=self.key).to_csv(path, mode="a", header=empty, index=False)
 
     def check(self, path: Path) -> None:
         """Refuse a table holding rows of another run (other model, records, hparams, batch size or seed)."""
         if Path(path).exists():
-            keys = set(pd.read_csv(path).get("run_key", pd.Series(["(none)"])).astype(str))
+            with table_lock(path, shared=True):
+                keys = set(pd.read_csv(path).get("run_key", pd.Series(["(none)"])).astype(str))
             if keys != {self.key}:
                 raise ValueError(f"{path} holds rows of another run (run_key {sorted(keys)}); this run is "
                                  f"{self.key}. Move the old tables away before starting a new {self.what}.")
@@ -87,5 +122,6 @@ class RunTables:
         """Values (one column) or tuples (several) already written: what a resumed run must not redo."""
         if not Path(path).exists():
             return set()
-        t = pd.read_csv(path, usecols=list(columns))[list(columns)]  # usecols keeps the file's column order
+        with table_lock(path, shared=True):
+            t = pd.read_csv(path, usecols=list(columns))[list(columns)]  # usecols keeps the file's column order
         return set(t[columns[0]]) if len(columns) == 1 else set(map(tuple, t.itertuples(index=False)))

@@ -111,26 +111,66 @@ def run_notebook(name: str, parameters: dict, out_dir: Path, notebooks: Path, ti
     return output
 
 
+def _one_thread_env(jobs: int) -> dict:
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+def _papermill_cmd(source: Path, output: Path, params: dict, cwd: Path) -> list[str]:
+    """A command that executes `source` into `output` with `params` (passed as JSON: papermill's `-y` reads YAML,
+    in which `2e-05` is a string, not a number)."""
+    import json
+
+    script = ("import json, sys, papermill; papermill.execute_notebook(sys.argv[1], sys.argv[2], "
+              "parameters=json.loads(sys.argv[3]), cwd=sys.argv[4], kernel_name='python3', progress_bar=False)")
+    return [sys.executable, "-c", script, str(source), str(output), json.dumps(params), str(cwd)]
+
+
+def _papermill_all(cmds: list[list[str]], env: dict, what: str) -> None:
+    procs = [subprocess.Popen(cmd, env=env) for cmd in cmds]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise RuntimeError(f"{what} failed with exit codes {codes}")
+
+
 def run_methods_in_parallel(params: dict, notebooks: Path, jobs: int) -> None:
     """Run edit_count once per method in parallel processes (the per-method tables and checkpoints they leave
     are then picked up, not recomputed, by the rendering run)."""
-    import json
-
     from .paths import cache_dir
 
     methods = params.get("methods", ["alphaedit", "memit"])
-    threads = max(1, (os.cpu_count() or 1) // min(jobs, len(methods)))
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     source = sync_pair("edit_count", notebooks)
-    procs = []
-    for method in methods:
-        log = cache_dir("runs", "partial") / f"edit_count-{method}.ipynb"
-        cmd = [sys.executable, "-m", "papermill", str(source), str(log), "-y",
-               json.dumps({**params, "methods": [method]}), "--cwd", str(notebooks), "-k", "python3"]
-        procs.append(subprocess.Popen(cmd, env=env))
-    codes = [p.wait() for p in procs]
-    if any(codes):
-        raise RuntimeError(f"edit_count per-method runs failed with exit codes {codes}")
+    cmds = [_papermill_cmd(source, cache_dir("runs", "partial") / f"edit_count-{method}.ipynb",
+                           {**params, "methods": [method]}, notebooks) for method in methods]
+    _papermill_all(cmds, _one_thread_env(min(jobs, len(methods))), "edit_count per-method runs")
+
+
+def worker_notebook(name: str, notebooks: Path, tag: str, dest: Path) -> Path:
+    """`<name>.ipynb` cut after its first cell tagged `tag` (the work loop), written to `dest`: what a worker
+    runs. Raises ValueError when no cell has the tag."""
+    import nbformat
+
+    nb = nbformat.read(sync_pair(name, notebooks), as_version=4)
+    ends = [i for i, c in enumerate(nb.cells) if tag in c.get("metadata", {}).get("tags", [])]
+    if not ends:
+        raise ValueError(f"{name}: no cell tagged {tag!r}, so there is no work loop to run in parallel")
+    nb.cells = nb.cells[:ends[0] + 1]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, dest)
+    return dest
+
+
+def run_sweep_in_parallel(params: dict, notebooks: Path, jobs: int) -> None:
+    """Run operating_points' settings loop in `jobs` worker processes (one thread each on two cores): every
+    worker executes the notebook up to its loop, claims a setting before running it and skips those another
+    worker holds. The rendering run then finds the settings done (and runs any a worker left)."""
+    from .paths import cache_dir
+
+    partial = cache_dir("runs", "partial")
+    source = worker_notebook("operating_points", notebooks, "sweep-loop", partial / "operating_points-loop.ipynb")
+    cmds = [_papermill_cmd(source, partial / f"operating_points-worker{i}.ipynb", params, notebooks)
+            for i in range(jobs)]
+    _papermill_all(cmds, _one_thread_env(jobs), "operating_points workers")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -141,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results", default=str(ROOT / "results"), help="results root")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=1,
-                    help="edit_count: run each method in its own process first (one thread each), then render")
+                    help="edit_count: run each method in its own process first; operating_points: run the settings "
+                         "in JOBS worker processes first (threads split between them); then render")
     ap.add_argument("--time-budget", type=float, default=None, metavar="MIN",
                     help="edit_count, operating_points: start no new edit batch (or setting) after MIN minutes; "
                          "the tables then show the work done so far and the same command resumes it later")
@@ -164,9 +205,12 @@ def main(argv: list[str] | None = None) -> None:
             params["time_budget_min"] = args.time_budget
         print(f"== {name}: {params}", flush=True)
         extra = None
-        if name == "edit_count" and args.jobs > 1:
+        if name in ("edit_count", "operating_points") and args.jobs > 1:
             parallel_started = time.time()
-            run_methods_in_parallel(params, notebooks, args.jobs)
+            if name == "edit_count":
+                run_methods_in_parallel(params, notebooks, args.jobs)
+            else:
+                run_sweep_in_parallel(params, notebooks, args.jobs)
             extra = dict(parallel_jobs=args.jobs, parallel_runs_wall_seconds=round(time.time() - parallel_started, 1))
             if args.time_budget is not None:
                 params["time_budget_min"] = 0  # the rendering run only renders what the parallel runs left

@@ -203,9 +203,12 @@ projector.drop(columns=["mode", "value"]).round(3)
 # One setting after the other, in the order of the table above (defaults, then each knob's two ends, then the
 # interior, then clamp and migration, then seeds), each from the original weights. The tables are shared by all
 # settings and carry the run key; a setting counts as done once its row is in `settings.csv` (written last), so a
-# second run skips it, and a setting interrupted mid-stream resumes from its checkpoint.
+# second run skips it, and a setting interrupted mid-stream resumes from its checkpoint. Several processes may run
+# this loop at once (`python -m alphaedit_core.study --jobs 2` starts one-thread workers that execute the notebook
+# up to this cell): each claims a setting before running it and skips the settings another worker holds, and the
+# tables take one append at a time.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "sweep-loop"]
 def versions() -> dict:
     return dict(code_version=code_version(), evaluator_version=EVALUATOR_VERSION)
 
@@ -255,10 +258,13 @@ def batch_rows(ed: Editor, setting: str, method: str) -> pd.DataFrame:
                          for r in ed.reports for l in hp.layers])
 
 
-if "unedited" not in done(tables["metrics_raw"], "setting"):
-    append(tables["metrics_raw"], score("unedited", "unedited", 0))
+unedited_claim = runs.claim(run_dir / "unedited")  # parallel workers (study --jobs) score it once
+if unedited_claim is not None:
+    if "unedited" not in done(tables["metrics_raw"], "setting"):
+        append(tables["metrics_raw"], score("unedited", "unedited", 0))
+    unedited_claim.release()
 deadline = time.time() + 60 * time_budget_min if time_budget_min is not None else None
-stopped = None
+stopped, elsewhere = None, []
 for s in grid:
     if s.id in done(tables["settings"], "setting"):
         print(f"{s.id}: done earlier")
@@ -272,45 +278,58 @@ for s in grid:
                overrides=json.dumps(s.overrides), hparams_digest=sweeps.hparams_digest(s.method, h.to_dict()),
                rule=rule_name(rule) if s.method in USES_P else "", status="", seconds_edit=0.0, seconds_eval=0.0,
                seconds_sitting=0.0)
-    if s.method in USES_P and rule_name(rule) in degenerate:
-        append(tables["settings"], pd.DataFrame([{**row, "status": "degenerate P"}]))
-        print(f"{s.id}: not run, P keeps no direction or every direction at some layer")
+    ckpt = run_dir / f"{s.id}-{row['hparams_digest']}"
+    claimed = runs.claim(ckpt.with_name(ckpt.name + ".setting"))  # another worker may be running this setting
+    if claimed is None:
+        elsewhere.append(s.id)
+        print(f"{s.id}: being run by another worker, skipped here")
         continue
-    if model_fingerprint(lm) != fingerprint:
-        raise RuntimeError("the model is not the unedited one: a previous setting was not restored")
-    started = time.time()
-    editor = Editor(lm, tok, h, method=s.method, projectors=build_projectors(rule) if s.method in USES_P else None,
-                    covs=covs, diagnostics=True, progress=False)
-
-    def on_batch(ed, batch, report, s=s) -> None:
-        n_done = report.edits_done
-        if retention and report.batch == 0 and n_done < len(requests) and \
-                (s.id, n_done) not in done(tables["metrics_raw"], "setting", "edits"):
-            append(tables["metrics_raw"], score(s.id, s.method, n_done, families=("official",)))
-        print(f"{s.id}: {n_done} edits, {report.seconds_targets + report.seconds_keys + report.seconds_solve:.0f} s "
-              "for this batch", flush=True)
-
     try:
-        editor.run(requests, batch_size=batch_size, checkpoint=run_dir / f"{s.id}-{row['hparams_digest']}",
-                   on_batch=on_batch, deadline=deadline)
-        if editor.batches_done < n_batches:
-            stopped = s.id
-            print(f"{s.id}: stopped by the time budget after {editor.batches_done} of {n_batches} batches")
-            break
-        t_eval = time.time()
-        if (s.id, n_edits) not in done(tables["metrics_raw"], "setting", "edits"):
-            append(tables["metrics_raw"], score(s.id, s.method, n_edits))
-        if s.id not in done(tables["drift_raw"], "setting"):
-            append(tables["drift_raw"], drift(editor, s.id, s.method))
-        if s.id not in done(tables["batches"], "setting"):
-            append(tables["batches"], batch_rows(editor, s.id, s.method))
-        seconds_edit = sum(r.seconds_targets + r.seconds_keys + r.seconds_solve for r in editor.reports)
-        append(tables["settings"], pd.DataFrame([{**row, "status": "done", "seconds_edit": round(seconds_edit, 1),
-                                                  "seconds_eval": round(time.time() - t_eval, 1),
-                                                  "seconds_sitting": round(time.time() - started, 1)}]))
-        print(f"{s.id}: done, {seconds_edit:.0f} s editing, {time.time() - t_eval:.0f} s scoring")
+        if s.id in done(tables["settings"], "setting"):  # finished by another worker since the check above
+            continue
+        if s.method in USES_P and rule_name(rule) in degenerate:
+            append(tables["settings"], pd.DataFrame([{**row, "status": "degenerate P"}]))
+            print(f"{s.id}: not run, P keeps no direction or every direction at some layer")
+            continue
+        if model_fingerprint(lm) != fingerprint:
+            raise RuntimeError("the model is not the unedited one: a previous setting was not restored")
+        started = time.time()
+        editor = Editor(lm, tok, h, method=s.method,
+                        projectors=build_projectors(rule) if s.method in USES_P else None,
+                        covs=covs, diagnostics=True, progress=False)
+
+        def on_batch(ed, batch, report, s=s) -> None:
+            n_done = report.edits_done
+            if retention and report.batch == 0 and n_done < len(requests) and \
+                    (s.id, n_done) not in done(tables["metrics_raw"], "setting", "edits"):
+                append(tables["metrics_raw"], score(s.id, s.method, n_done, families=("official",)))
+            print(f"{s.id}: {n_done} edits, "
+                  f"{report.seconds_targets + report.seconds_keys + report.seconds_solve:.0f} s for this batch",
+                  flush=True)
+
+        try:
+            editor.run(requests, batch_size=batch_size, checkpoint=ckpt, on_batch=on_batch, deadline=deadline)
+            if editor.batches_done < n_batches:
+                stopped = s.id
+                print(f"{s.id}: stopped by the time budget after {editor.batches_done} of {n_batches} batches")
+                break
+            t_eval = time.time()
+            if (s.id, n_edits) not in done(tables["metrics_raw"], "setting", "edits"):
+                append(tables["metrics_raw"], score(s.id, s.method, n_edits))
+            if s.id not in done(tables["drift_raw"], "setting"):
+                append(tables["drift_raw"], drift(editor, s.id, s.method))
+            if s.id not in done(tables["batches"], "setting"):
+                append(tables["batches"], batch_rows(editor, s.id, s.method))
+            seconds_edit = sum(r.seconds_targets + r.seconds_keys + r.seconds_solve for r in editor.reports)
+            append(tables["settings"], pd.DataFrame([{**row, "status": "done",
+                                                      "seconds_edit": round(seconds_edit, 1),
+                                                      "seconds_eval": round(time.time() - t_eval, 1),
+                                                      "seconds_sitting": round(time.time() - started, 1)}]))
+            print(f"{s.id}: done, {seconds_edit:.0f} s editing, {time.time() - t_eval:.0f} s scoring")
+        finally:
+            editor.restore()
     finally:
-        editor.restore()
+        claimed.release()
 settings = pd.read_csv(tables["settings"]).drop_duplicates("setting", keep="last") if tables["settings"].exists() \
     else pd.DataFrame(columns=["setting", "status", "seconds_edit", "seconds_eval"])
 finished = settings[settings.status == "done"]
@@ -318,7 +337,8 @@ pending = [s.id for s in grid if s.id not in set(settings.setting)]
 if len(finished):
     per = float((finished.seconds_edit + finished.seconds_eval).mean())
     print(f"{len(finished)} settings done ({per / 60:.1f} min each on average), {len(pending)} pending "
-          f"(about {per * len(pending) / 3600:.1f} h more)" + (f"; stopped at {stopped}" if stopped else ""))
+          f"(about {per * len(pending) / 3600:.1f} h more)" + (f"; stopped at {stopped}" if stopped else "")
+          + (f"; {len(elsewhere)} left to other workers" if elsewhere else ""))
 settings
 
 # %% [markdown]

@@ -246,3 +246,47 @@ def test_operating_points_notebook_runs_and_resumes(tiny_setup):
     executed = nbformat.read(out / "operating_points.ipynb", as_version=4)
     printed = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert printed.count("done earlier") == len(settings)
+
+
+def test_parallel_workers_run_every_setting_once(tiny_setup):
+    """`study --jobs 2`: two worker processes run the notebook's settings loop at once, then the rendering run.
+    Every setting is run by exactly one worker (its "done" line printed once over both workers), the shared tables
+    hold each setting's rows once, and the rendering run finds everything done."""
+    import nbformat
+
+    from alphaedit_core.paths import cache_dir
+    from alphaedit_core.study import ROOT, run_notebook, run_sweep_in_parallel, worker_notebook
+
+    tmp_path, folder = tiny_setup
+    with pytest.raises(ValueError, match="no cell tagged 'no-such-tag'"):
+        worker_notebook("operating_points", ROOT / "notebooks", "no-such-tag", tmp_path / "x.ipynb")
+    params = dict(model=str(folder), label="tiny", hparams=str(tmp_path / "hparams.json"), n_edits=4, batch_size=2,
+                  stream_of=4, thresholds=[2e-5, 5e-5], energies=[0.05, 0.3], l2s=[100.0],
+                  memit_lambdas=[1500.0, 50000.0], clamps=[], seeds=[1], migration_preset="",
+                  methods=["alphaedit", "memit"], probe_tokens=60, block_tokens=20,
+                  results_dir=str(tmp_path / "results"))
+    run_sweep_in_parallel(params, ROOT / "notebooks", jobs=2)  # 11 settings: 2 defaults, 2+2+1+2 knob points, 2 seeds
+    partial = cache_dir("runs", "partial")
+    loop = nbformat.read(partial / "operating_points-loop.ipynb", as_version=4)
+    assert "sweep-loop" in loop.cells[-1].metadata.tags and "for s in grid:" in loop.cells[-1].source
+
+    def printed(path) -> str:
+        nb = nbformat.read(path, as_version=4)
+        return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+    logs = [printed(partial / f"operating_points-worker{i}.ipynb") for i in (0, 1)]
+    out = tmp_path / "results" / "tiny" / "operating_points"
+    settings = pd.read_csv(out / "settings.csv")
+    assert settings.setting.is_unique and (settings.status == "done").all() and len(settings) == 11
+    for s in settings.setting:
+        assert sum(log.count(f"{s}: done,") for log in logs) == 1, s
+    raw = pd.read_csv(out / "metrics_raw.csv")
+    keys = ["setting", "edits", "case_id", "family", "prompt_kind", "metric"]
+    assert not raw.duplicated(keys).any() and set(raw.setting) == set(settings.setting) | {"unedited"}
+    for name in ("drift_raw", "batches"):
+        assert set(pd.read_csv(out / f"{name}.csv").setting) == set(settings.setting), name
+
+    run_notebook("operating_points", {**params, "time_budget_min": 0}, out, ROOT / "notebooks", timeout=600)
+    rendered = printed(out / "operating_points.ipynb")
+    assert rendered.count("done earlier") == 11 and ": done," not in rendered
+    assert pd.read_csv(out / "settings.csv").equals(settings)
