@@ -44,7 +44,7 @@ class EditHParams:
     # update
     L2: float = 10.0
     nullspace_threshold: float = 2e-2  # absolute eigenvalue threshold of the official code
-    nullspace_mode: str = "threshold"  # "threshold" | "energy"
+    nullspace_mode: str = "threshold"  # "threshold" | "energy" | "identity" (P = I: an ablation)
     nullspace_energy: float = 0.01  # mode "energy": kept directions hold at most this share of the trace
     mom2_update_weight: float = 15000.0  # MEMIT only
     # covariance statistics
@@ -105,8 +105,8 @@ class EditHParams:
             raise bad("nullspace_energy", "must be < 1")
         if self.fact_token != "subject_last":
             raise bad("fact_token", "only 'subject_last' is implemented (the setting of every reference file)")
-        if self.nullspace_mode not in ("threshold", "energy"):
-            raise bad("nullspace_mode", "must be 'threshold' or 'energy'")
+        if self.nullspace_mode not in ("threshold", "energy", "identity"):
+            raise bad("nullspace_mode", "must be 'threshold', 'energy' or 'identity'")
         if self.mom2_dtype not in ("float32", "float64"):
             raise bad("mom2_dtype", "must be 'float32' or 'float64'")
         if self.target_stop not in TARGET_STOPS:

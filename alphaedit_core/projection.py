@@ -87,7 +87,9 @@ def projector_from_cov(
     allow_degenerate: bool = False, layer: int | str | None = None,
 ) -> Projector:
     """Build P from C [d_ff, d_ff]. `mode="threshold"`: keep eigenvalues < threshold (absolute, official);
-    `mode="energy"`: keep the smallest directions whose eigenvalues sum to at most `energy` · tr C.
+    `mode="energy"`: keep the smallest directions whose eigenvalues sum to at most `energy` · tr C;
+    `mode="identity"`: keep every direction, P = I (the ablation "AlphaEdit's constraint without P": with it
+    AlphaEdit's update is R Kᵀ (K Kᵀ + cache_c + L2 I)⁻¹, which remembers the earlier edits' keys and nothing of C).
 
     ValueError when C is not a finite square matrix, and when P keeps 0 or all d_ff directions unless
     `allow_degenerate=True` (then P = 0 or P = I, silently); `ProjectorWarning` when it keeps more than 99% or
@@ -107,13 +109,16 @@ def projector_from_cov(
     elif mode == "energy":
         share = eigenvalues.clamp_min(0).cumsum(0) / eigenvalues.clamp_min(0).sum()
         n_kept = int((share <= energy).sum())
+    elif mode == "identity":
+        n_kept = c.shape[0]
     else:
-        raise ValueError(f"unknown projector mode {mode!r}: use 'threshold' or 'energy'")
+        raise ValueError(f"unknown projector mode {mode!r}: use 'threshold', 'energy' or 'identity'")
     d = c.shape[0]
     complement = n_kept > d - n_kept
     basis = vectors[:, n_kept:] if complement else vectors[:, :n_kept]
     p = Projector(basis.to(torch.float32).contiguous(), complement, eigenvalues.to(torch.float32), n_kept)
-    check_kept(p, rule=_rule(mode, threshold, energy), allow_degenerate=allow_degenerate, who=who)
+    check_kept(p, rule=_rule(mode, threshold, energy), allow_degenerate=allow_degenerate or mode == "identity",
+               who=who)
     return p
 
 
@@ -133,7 +138,7 @@ def _one_thread(device: torch.device) -> Iterator[None]:
 
 
 def _rule(mode: str, threshold: float, energy: float) -> str:
-    return f"threshold={threshold:g}" if mode == "threshold" else f"energy={energy:g}"
+    return {"threshold": f"threshold={threshold:g}", "energy": f"energy={energy:g}"}.get(mode, mode)
 
 
 def check_kept(p: Projector, *, rule: str = "", allow_degenerate: bool = False, who: str = "projector") -> None:
