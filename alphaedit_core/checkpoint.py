@@ -276,6 +276,27 @@ def exists(root: str | Path) -> bool:
     return current_version(root) is not None
 
 
+def read_meta(root: str | Path, retries: int = 5) -> dict[str, Any] | None:
+    """The metadata of the current version (the version `read_version` would read), without its tensors; None when
+    `root` holds no checkpoint. Read only, and read again when a writer replaces the version meanwhile."""
+    root = Path(root)
+    for attempt in range(retries + 1):
+        name = current_version(root)
+        if name is None:
+            return None
+        try:
+            meta = json.loads((root / name / STATE_JSON).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            if attempt < retries and current_version(root) != name:  # replaced meanwhile: read the new one
+                continue
+            raise CheckpointError(f"checkpoint metadata {root / name / STATE_JSON} cannot be read: {e}") from e
+        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            raise CheckpointError(f"checkpoint {root / name} has format {meta.get('format')!r} version "
+                                  f"{meta.get('version')!r}; this code reads {FORMAT!r} version {VERSION}")
+        return meta
+    raise AssertionError("unreachable")
+
+
 def read_version(root: str | Path, retries: int = 5) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Metadata and tensors of the current version, every tensor checked against its recorded sha256. Read only:
     when a writer replaces the version while it is read (its old folder is removed), it is read again, up to

@@ -8,14 +8,13 @@ same model in the same batches with the same seed; only their hyperparameters di
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
-from .checkpoint import LATEST, STATE_JSON
+from .checkpoint import read_meta
 from .runs import run_key_parts
 
 SAME_STREAM = ("model", "n_edits", "batch_size", "seed", "data")  # what two comparable streams share
@@ -70,24 +69,13 @@ def checkpoint_reports(root: str | Path) -> pd.DataFrame:
     target_shift (mean ‖z − h0‖ of the batch's targets, NaN for checkpoints written before it was recorded),
     anchor_skipped, seconds_targets, seconds_keys, seconds_solve, target_steps. Empty when there is none.
 
-    Read only (the checkpoint's `recover` is not called, nothing is removed), so a stream may be writing it: a
-    version replaced between reading `LATEST` and its metadata is read again."""
-    root = Path(root)
+    Read only (`checkpoint.read_meta`: the version readers read, read again when a stream replaces it meanwhile),
+    so a stream may be writing it."""
     columns = ["batch", "edits", "target_shift", "anchor_skipped", "seconds_targets", "seconds_keys", "seconds_solve",
                "target_steps"]
-    meta = None
-    for _ in range(5):
-        try:
-            name = (root / LATEST).read_text().strip()
-            meta = json.loads((root / name / STATE_JSON).read_text())
-            break
-        except FileNotFoundError:
-            if not (root / LATEST).exists():
-                return pd.DataFrame(columns=columns)
-        except json.JSONDecodeError:  # a version being replaced
-            continue
+    meta = read_meta(root)
     if meta is None:
-        raise RuntimeError(f"the checkpoint at {root} kept changing while it was read")
+        return pd.DataFrame(columns=columns)
     rows = [dict(batch=r["batch"], edits=r["edits_done"], target_shift=r.get("target_shift_mean", math.nan),
                  anchor_skipped=r.get("anchor_skipped", 0), seconds_targets=r["seconds_targets"],
                  seconds_keys=r["seconds_keys"], seconds_solve=r["seconds_solve"], target_steps=r["target_steps_mean"])

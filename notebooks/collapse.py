@@ -55,6 +55,21 @@
 #   that is left unedited (`value_anchor_skip=2`, the authors' value).
 # - **mpes+norm**: both of ENCORE's regularisers, ENCORE's Llama3-8B setting transplanted to AlphaEdit.
 #
+# **Where AlphaEdit's stability comes from** (the operating-points issue's ablations). AlphaEdit differs from MEMIT
+# in two ways: the projector P (the update lives where the preserved keys are small) and the accumulated constraint
+# `cache_c` (the keys of earlier edits are held where they were). Two ablation streams take one away each:
+#
+# - **no-cache**: method `alphaedit_no_cache`, P without `cache_c` (every batch solved as if it were the first).
+# - **p-identity**: `nullspace_mode="identity"`, `cache_c` without P: the update R Kᵀ (K Kᵀ + cache_c + L2 I)⁻¹, a
+#   ridge that remembers the earlier edits' keys and knows nothing of the preserved knowledge.
+#
+# A **calibrated** stream (`calibrated`) edits with the projector rule that the operating-points chapter chose
+# (`operating_points/calibrated.json`: the largest energy share whose held-out leak stays under the target while
+# the edits land) and answers the operating-points question at 2,000 edits: does a calibrated P give AlphaEdit the
+# preservation advantage over MEMIT that the paper reports, and at what cost in efficacy? Ablation and calibrated
+# streams are compared with plain AlphaEdit like the stabilisers, and also with MEMIT; they do not enter N1's and
+# C7's verdicts, which are about the stabilisers.
+#
 # Per milestone: the metric families of each stream; the paired difference of each stabilised stream against plain
 # AlphaEdit on the same records; the mechanism (‖W − W⁰‖/‖W⁰‖ per layer, ‖z − h0‖ of each batch's targets, the
 # condition number, drift on held-out keys and of hidden states on held-out text, Adam steps per request); the
@@ -93,7 +108,10 @@ variants = {
 }
 stream = {}  # edit_count parameters of every stabilised stream (empty: edit_count's defaults, the full stream)
 run_streams = False  # edit (or resume) the stabilised streams; False: only read what they wrote
-run_variants = None  # the variants this execution edits (None: all of `variants`)
+ablations = {"no-cache": {"method": "alphaedit_no_cache"},  # P without the accumulated constraint
+             "p-identity": {"nullspace_mode": "identity"}}  # the accumulated constraint without P (P = I)
+calibrated = "auto"  # calibrated.json whose rule edits one more stream ("auto": the operating-points chapter's, if any)
+run_variants = None  # the streams this execution edits (None: every variant, ablation and the calibrated one)
 time_budget_min = None  # start no new edit batch after this many minutes, all variants together
 report_at = [1000, 2000]  # milestones of the closing table
 quick = False
@@ -131,9 +149,32 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9_]+", "-", name.lower()).strip("-")
 
 
-if len({slug(v) for v in variants}) != len(variants) or {PLAIN, MEMIT} & set(variants):
-    raise ValueError(f"variant names {list(variants)} must differ from {PLAIN!r}, {MEMIT!r} and from each other")
-folders = {v: out / slug(v) / "edit_count" for v in variants}
+CALIBRATED = "calibrated"
+calibrated_path = (Path(results_dir) / model_dir / "operating_points" / "calibrated.json" if calibrated == "auto"
+                   else Path(calibrated) if calibrated else None)
+calibrated_rule = {}
+if calibrated_path is not None and calibrated_path.exists():
+    calibrated_rule = json.loads(calibrated_path.read_text())["rule"]
+elif calibrated and calibrated != "auto":
+    raise FileNotFoundError(f"calibrated: no file {calibrated_path}")
+specs = {**variants, **ablations, **({CALIBRATED: calibrated_rule} if calibrated_rule else {})}
+kind = {**{v: "stabiliser" for v in variants}, **{v: "ablation" for v in ablations},
+        **({CALIBRATED: "calibrated"} if calibrated_rule else {})}
+if len({slug(v) for v in specs}) != len(variants) + len(ablations) + bool(calibrated_rule) \
+        or {PLAIN, MEMIT} & set(specs):
+    raise ValueError(f"stream names {list(variants) + list(ablations)} must differ from {PLAIN!r}, {MEMIT!r}, "
+                     f"{CALIBRATED!r} and from each other")
+
+
+def method_of(name: str) -> str:
+    return specs[name].get("method", PLAIN)
+
+
+def overrides_of(name: str) -> dict:
+    return {k: v for k, v in specs[name].items() if k != "method"}
+
+
+folders = {v: out / slug(v) / "edit_count" for v in specs}
 notebooks = ROOT / "notebooks"
 defaults = {k: ast.literal_eval(p["default"])  # edit_count's own parameter defaults: the full stream
             for k, p in papermill.inspect_notebook(str(sync_pair("edit_count", notebooks))).items()}
@@ -144,17 +185,20 @@ setting = {**defaults, **stream}
 
 
 def stream_parameters(variant: str, minutes: float | None) -> dict:
-    """The edit_count parameters of one stabilised stream: the shared `stream`, AlphaEdit only, the variant's
-    hyperparameters on top of the shared overrides, its own results folder (label)."""
+    """The edit_count parameters of one variant, ablation or calibrated stream: the shared `stream`, its one
+    method (AlphaEdit unless it names another), its hyperparameters on top of the shared overrides, its own
+    results folder (label)."""
     rel = os.path.relpath(Path(results_dir).resolve(), notebooks)  # edit_count runs in notebooks/
-    return {**stream, "model": model, "methods": [PLAIN], "label": f"{model_dir}/collapse/{slug(variant)}",
-            "overrides": {**stream.get("overrides", {}), **variants[variant]}, "results_dir": rel, "quick": quick,
+    return {**stream, "model": model, "methods": [method_of(variant)],
+            "label": f"{model_dir}/collapse/{slug(variant)}",
+            "overrides": {**stream.get("overrides", {}), **overrides_of(variant)}, "results_dir": rel, "quick": quick,
             "time_budget_min": minutes}
 
 
 print("stream setting:", json.dumps({k: setting[k] for k in ("n_edits", "batch_size", "milestones", "eval_cap",
                                                             "seed")}))
 print("plain streams from", reference)
+print("calibrated rule:", json.dumps(calibrated_rule) if calibrated_rule else f"none ({calibrated_path} not found)")
 
 # %% [markdown]
 # ## The stabilised streams
@@ -180,9 +224,9 @@ else:
 
 launched = {}
 if run_streams:
-    todo = list(variants) if run_variants is None else list(run_variants)
-    if set(todo) - set(variants):
-        raise ValueError(f"run_variants {sorted(set(todo) - set(variants))} are not in variants {list(variants)}")
+    todo = list(specs) if run_variants is None else list(run_variants)
+    if set(todo) - set(specs):
+        raise ValueError(f"run_variants {sorted(set(todo) - set(specs))} are not among the streams {list(specs)}")
     started = time.time()
     for v in todo:
         left = None if time_budget_min is None else time_budget_min - (time.time() - started) / 60
@@ -206,7 +250,7 @@ def read_table(folder: Path, name: str, method: str) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.exists() else None
 
 
-sources = {PLAIN: (reference, PLAIN), MEMIT: (reference, MEMIT), **{v: (folders[v], PLAIN) for v in variants}}
+sources = {PLAIN: (reference, PLAIN), MEMIT: (reference, MEMIT), **{v: (folders[v], method_of(v)) for v in specs}}
 streams: dict[str, dict] = {}
 for name, (folder, method) in sources.items():
     raw = read_table(folder, "metrics_raw", method)
@@ -229,19 +273,22 @@ for name, s in streams.items():
     ref = streams[PLAIN]
     if s["run_key"] and ref["run_key"]:
         why = mechanism.stream_mismatch(s["run_key"], ref["run_key"])
-        if name in variants and s["run_key"] == ref["run_key"]:
+        if name in specs and s["run_key"] == ref["run_key"] and s["method"] == PLAIN:
             why = "it has the plain stream's hyperparameters (run key)"
     else:
         why = mechanism.sample_mismatch(s["raw"], ref["raw"])
     if why:
         raise ValueError(f"stream {name!r} is not comparable with the plain AlphaEdit stream of {reference}: {why}. "
                          "Rerun the plain streams on the current data (edit_count) or the variant on theirs.")
-present = [v for v in variants if v in streams]
-order = [s for s in (PLAIN, MEMIT, *variants) if s in streams]
+present = [v for v in specs if v in streams]  # every variant, ablation and calibrated stream that ran
+stabilisers = [v for v in variants if v in streams]  # the ones N1 and C7 are about
+order = [s for s in (PLAIN, MEMIT, *specs) if s in streams]
 reached = {s: int(streams[s]["raw"].edits.max()) for s in order}
 pd.DataFrame([dict(stream=s, run_key=streams[s]["run_key"], edits_evaluated=reached[s],
                    edits_checkpointed=streams[s]["summary"].get("edits_checkpointed", {}).get(streams[s]["method"]),
-                   hyperparameters=json.dumps(variants.get(s, {})), seconds_this_execution=launched.get(s))
+                   kind=kind.get(s, "reference"), method=streams[s]["method"],
+                   hyperparameters=json.dumps(overrides_of(s) if s in specs else {}),
+                   seconds_this_execution=launched.get(s))
               for s in order])
 
 # %% [markdown]
@@ -293,13 +340,39 @@ if len(paired):
                                    zip(paired["diff"], paired.ci_low, paired.ci_high)])
     display(show.pivot_table(index=["stream", "edits"], columns="measure", values="interval", aggfunc="first"))
 
-# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-collapse-paired", "caption": "Each stabiliser minus plain AlphaEdit on the same evaluated records, at each milestone, with paired bootstrap 95% intervals; one panel per measure, one line per stabiliser, zero line = no difference. Look at the late milestones of the edit measures: a stabiliser that postpones the collapse sits above zero there, and the neighbourhood measures show what it costs."}, "image": {"alt": "A grid of small charts, one per measure, with the number of edits on the horizontal axis and the paired difference (stabilised minus plain) on the vertical axis, one line with error bars per stabiliser and a horizontal line at zero."}}
+# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-collapse-paired", "caption": "Each stabiliser, ablation and calibrated stream minus plain AlphaEdit on the same evaluated records, at each milestone, with paired bootstrap 95% intervals; one panel per measure, one line per stream, zero line = no difference. Look at the late milestones of the edit measures: a stabiliser that postpones the collapse sits above zero there, and the neighbourhood measures show what it costs."}, "image": {"alt": "A grid of small charts, one per measure, with the number of edits on the horizontal axis and the paired difference (stabilised minus plain) on the vertical axis, one line with error bars per stabiliser and a horizontal line at zero."}}
 if len(paired):
     fig = plot_paired_differences(paired, panel=("family", "metric"), hue="stream", a="stabilised",
                                   b="plain AlphaEdit")
     fig.savefig(out / "paired_vs_plain.png", dpi=120, bbox_inches="tight")
 else:
     print("no stabilised stream evaluated yet")
+
+# %% [markdown]
+# ## Against MEMIT: where AlphaEdit's advantage comes from
+# Plain AlphaEdit, the two ablations and the calibrated stream, each minus MEMIT on the same records at each
+# milestone (paired bootstrap 95% intervals). If P is what keeps AlphaEdit's edits alive, **p-identity** loses
+# AlphaEdit's advantage in the edit measures; if the remembered keys are, **no-cache** does. The calibrated stream
+# answers whether a protecting P buys the preservation advantage (specificity, locality) the paper reports, and at
+# what cost in efficacy.
+
+# %% tags=["hide-input"]
+versus = [s for s in (PLAIN, *present) if s == PLAIN or kind[s] != "stabiliser"]
+parts = [paired_differences(both, s, MEMIT, by=group, method_col="stream").assign(stream=s)
+         for s in versus if len(both := mechanism.shared_groups(edited, s, MEMIT, group))]
+vs_memit = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=paired.columns)
+vs_memit.to_csv(out / "paired_vs_memit.csv", index=False)
+versus_memit = [dict(stream=r.stream, edits=int(r.edits), metric=r.metric, diff=round(float(r["diff"]), 4),
+                     ci_low=round(float(r.ci_low), 4), ci_high=round(float(r.ci_high), 4), n=int(r.n))
+                for _, r in vs_memit.iterrows() if r.metric in ("efficacy", "specificity", "rewrite_acc", "locality")]
+if len(vs_memit) and len(versus) > 1:
+    display(vs_memit.assign(measure=vs_memit.family + ": " + vs_memit.metric,
+                            interval=[f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi in
+                                      zip(vs_memit["diff"], vs_memit.ci_low, vs_memit.ci_high)])
+            .pivot_table(index=["stream", "edits"], columns="measure", values="interval", aggfunc="first")
+            .reindex(versus, level=0))
+else:
+    print("no ablation or calibrated stream evaluated yet")
 
 # %% [markdown]
 # ## The mechanism: norm growth, target shift, conditioning, drift
@@ -463,12 +536,15 @@ assert set(scores) == set(FAMILIES)
 norms = {s: {int(e): float(r) for e, r in zip(g.edits, g.relative_change) if e in milestones}
          for s, g in last_rows.groupby("stream")}
 n_planned = plain_summary["n_edits_planned"] if plain_summary else setting["n_edits"]
-claims = {"N1": n1_norm_growth(scores, norms, n_planned, present)}
-why = {"C7": c7_why(scores, norms, n_planned, present)}
+claims = {"N1": n1_norm_growth(scores, norms, n_planned, stabilisers)}
+why = {"C7": c7_why(scores, norms, n_planned, stabilisers)}
 summary = dict(model=model_dir, notebook="collapse",
-               n_edits=min(reached[s] for s in [PLAIN, *present]) if present else 0, n_edits_planned=n_planned,
-               edits_evaluated=reached, quick=quick, variants={v: variants[v] for v in present},
-               not_run=[v for v in variants if v not in streams], run_keys={s: streams[s]["run_key"] for s in order},
+               n_edits=min(reached[s] for s in [PLAIN, *stabilisers]) if stabilisers else 0, n_edits_planned=n_planned,
+               edits_evaluated=reached, quick=quick, variants={v: variants[v] for v in stabilisers},
+               ablations={v: ablations[v] for v in present if kind[v] == "ablation"},
+               calibrated=dict(rule=calibrated_rule, source=str(calibrated_path), ran=CALIBRATED in streams)
+               if calibrated_rule else None, versus_memit=versus_memit,
+               not_run=[v for v in specs if v not in streams], run_keys={s: streams[s]["run_key"] for s in order},
                stream_setting={k: setting[k] for k in ("n_edits", "batch_size", "milestones", "eval_cap", "seed")},
                cost=cost.astype(object).where(cost.notna(), None).to_dict("records"), claims=claims, why=why)
 (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))

@@ -124,4 +124,4 @@ end=$(date +%s)
 echo "wall time: $(( (end - start) / 60 )) min $(( (end - start) % 60 )) s, $JOBS workers at niceness $NICENESS, $(nproc --all) cores; load average (1, 5, 15 min) before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/run.log"
 
 # 5. the numbers
-"$PY" "$ROOT/quality/summarize.py" "$OUT" "$MODE" --sample "$OUT/sample.txt" | tee -a "$OUT/run.log"
+"$PY" "$ROOT/quality/summarize.py" "$OUT" "$MODE" --sample "$OUT/sample.txt" "${SCOPE[@]}" | tee -a "$OUT/run.log"

@@ -81,8 +81,9 @@ def main(out: Path, label: str, scope: list[str], sample: set[str] | None = None
 
 
 if __name__ == "__main__":
+    # summarize.py OUT LABEL [--sample FILE] [SCOPE PATTERN ...]: the scope is recorded, and applied with the sample
     args = sys.argv[3:]
+    sample = None
     if args[:1] == ["--sample"]:
-        main(Path(sys.argv[1]), sys.argv[2], [], set(Path(args[1]).read_text().split()))
-    else:
-        main(Path(sys.argv[1]), sys.argv[2], args)
+        sample, args = set(Path(args[1]).read_text().split()), args[2:]
+    main(Path(sys.argv[1]), sys.argv[2], args, sample)

@@ -12,6 +12,7 @@ import torch
 from stream_job import BATCH, LAYERS, REQUESTS, build_editor
 
 from alphaedit_core import checkpoint as ckpt
+from alphaedit_core import mechanism
 from alphaedit_core.projection import projector_from_cov
 from alphaedit_core.requests import EditRequest
 
@@ -81,6 +82,11 @@ def test_killed_between_the_swaps_the_older_or_newer_version_is_current(tmp_path
     # killed before the first pointer was written: the newest complete version is read, and adopted by a writer
     (tmp_path / "ck" / "LATEST").unlink()
     assert ckpt.read_version(tmp_path / "ck")[0]["batches_done"] == 2
+    # the metadata-only reader (mechanism.checkpoint_reports) reads the same version as read_version
+    assert ckpt.read_meta(tmp_path / "ck") == ckpt.read_version(tmp_path / "ck")[0]
+    assert ckpt.read_meta(tmp_path / "none") is None
+    reports = mechanism.checkpoint_reports(tmp_path / "ck")
+    assert list(reports.batch) == [0, 1] and list(reports.edits) == [BATCH, 2 * BATCH]
 
 
 def test_a_second_writer_is_refused_while_a_reader_may_read(tmp_path):

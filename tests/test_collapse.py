@@ -189,8 +189,14 @@ def test_collapse_notebook_runs_the_variants_compares_them_and_resumes(tiny_setu
     run_notebook("edit_count", dict(stream, model=str(folder), label="tiny", results_dir=str(results)),
                  results / "tiny" / "edit_count", ROOT / "notebooks", timeout=600)
     variants = {"mpes": {"target_stop": "most_probable", "most_probable_count": 2}, "norm": {"norm_constraint": 20.0}}
+    ablations = {"no-cache": {"method": "alphaedit_no_cache"}}
+    rule = {"nullspace_mode": "energy", "nullspace_energy": 0.05}  # as the operating-points chapter writes it
+    (tmp_path / "calibrated.json").write_text(json.dumps({"rule": rule}))
     params = dict(model=str(folder), label="tiny", results_dir=str(results), variants=variants, stream=stream,
-                  run_streams=True, report_at=[2, 4])
+                  ablations=ablations, calibrated=str(tmp_path / "calibrated.json"), run_streams=True,
+                  report_at=[2, 4])
+    others = {**variants, **ablations, "calibrated": rule}  # every stream besides plain AlphaEdit and MEMIT
+    methods = {"mpes": "alphaedit", "norm": "alphaedit", "no-cache": "alphaedit_no_cache", "calibrated": "alphaedit"}
     out = results / "tiny" / "collapse"
     run_notebook("collapse", params, out, ROOT / "notebooks", timeout=900)
 
@@ -198,28 +204,37 @@ def test_collapse_notebook_runs_the_variants_compares_them_and_resumes(tiny_setu
     # 4 edits cannot test a rule about 1,000 and more
     assert summary["claims"]["N1"]["verdict"] == "not testable here"
     assert summary["why"]["C7"]["answer"] == "not testable here"
-    assert summary["edits_evaluated"] == {"alphaedit": 4, "memit": 4, "mpes": 4, "norm": 4} and summary["not_run"] == []
-    # each variant is its own edit_count run: own run key (hparams digest), same model, edits, batches, seed, data
+    assert summary["edits_evaluated"] == {s: 4 for s in ("alphaedit", "memit", *others)} and summary["not_run"] == []
+    assert summary["variants"] == variants and summary["ablations"] == ablations  # N1 and C7 read the variants only
+    assert summary["calibrated"]["rule"] == rule and summary["calibrated"]["ran"]
+    # each stream is its own edit_count run: own run key (hparams digest) or own method, same model, edits, data
     keys = summary["run_keys"]
-    assert keys["alphaedit"] == keys["memit"] and len({keys["alphaedit"], keys["mpes"], keys["norm"]}) == 3
-    for v in variants:
+    assert keys["alphaedit"] == keys["memit"] == keys["no-cache"]  # the ablation differs by method, not hparams
+    assert len({keys["alphaedit"], keys["mpes"], keys["norm"], keys["calibrated"]}) == 4
+    for v in others:
         assert mechanism.stream_mismatch(keys[v], keys["alphaedit"]) is None
-        assert (tmp_path / "cache" / "runs" / "edit_count" / keys[v] / "alphaedit" / "LATEST").exists()
+        assert (tmp_path / "cache" / "runs" / "edit_count" / keys[v] / methods[v] / "LATEST").exists()
         assert (out / v / "edit_count" / "edit_count.ipynb").exists()
-        assert json.loads((out / v / "edit_count" / "provenance.json").read_text())["parameters"]["overrides"] == \
-            variants[v]
+        used = json.loads((out / v / "edit_count" / "provenance.json").read_text())["parameters"]
+        assert used["overrides"] == {k: x for k, x in others[v].items() if k != "method"}
+        assert used["methods"] == [methods[v]]
     # paired rows pair the same records: every variant's sample is plain AlphaEdit's at every milestone
     raw = pd.read_csv(out / "metrics_raw.csv")
     cases = {s: mechanism.evaluated_cases(g) for s, g in raw.groupby("stream")}
-    assert cases["mpes"] == cases["norm"] == cases["alphaedit"] and set(cases["alphaedit"]) == {2, 4}
+    assert all(cases[v] == cases["alphaedit"] for v in others) and set(cases["alphaedit"]) == {2, 4}
     paired = pd.read_csv(out / "paired_vs_plain.csv")
-    assert set(paired.stream) == set(variants) and set(paired.edits) == {2, 4}
+    assert set(paired.stream) == set(others) and set(paired.edits) == {2, 4}
+    versus = pd.read_csv(out / "paired_vs_memit.csv")  # plain, ablations and calibrated against MEMIT
+    assert set(versus.stream) == {"alphaedit", "no-cache", "calibrated"} and (versus.n_only_a == 0).all()
+    # batch 1 without cache_c is plain AlphaEdit's batch 1 (nothing accumulated yet): the same edits land
+    first = versus[(versus.edits == 2) & (versus.metric == "efficacy")].set_index("stream")
+    assert first.loc["no-cache", "mean_a"] == first.loc["alphaedit", "mean_a"]
     assert (paired.n_only_a == 0).all() and (paired.n_only_b == 0).all()
     efficacy = paired[paired.metric == "efficacy"]
     assert list(efficacy.n) == list(efficacy.edits)  # every record edited so far, both streams
     # the mechanism: ‖W − W⁰‖/‖W⁰‖ per stream, layer and milestone, and ‖z − h0‖ from the checkpoints' reports
     mech = pd.read_csv(out / "mechanism.csv")
-    streams = ("alphaedit", "memit", "mpes", "norm")
+    streams = ("alphaedit", "memit", *others)
     assert set(zip(mech.stream, mech.layer, mech.edits)) == {(s, l, e) for s in streams for l in (1, 2) for e in (2, 4)}
     assert mech.relative_change.gt(0).all() and mech.condition.gt(1).all() and mech.target_shift.gt(0).all()
     first = mech[(mech.edits == 2)].set_index(["stream", "layer"])
@@ -231,14 +246,14 @@ def test_collapse_notebook_runs_the_variants_compares_them_and_resumes(tiny_setu
     by_batch = pd.read_csv(out / "mechanism_by_batch.csv").set_index(["stream", "batch"])
     assert by_batch.loc[("mpes", 0), "target_steps"] <= by_batch.loc[("alphaedit", 0), "target_steps"]
     cost = pd.read_csv(out / "cost.csv").set_index("stream")
-    assert set(cost.index) == {"alphaedit", "memit", "mpes", "norm"} and (cost.batches == 2).all()
+    assert set(cost.index) == set(streams) and (cost.batches == 2).all()
     assert cost.seconds_per_batch.gt(0).all() and cost.loc["alphaedit", "steps_vs_reference"] == 0
     ppl = pd.read_csv(out / "perplexity.csv")
     assert set(zip(ppl.stream, ppl.edits)) == {(s, e) for s in streams for e in (0, 2, 4)}
     onset = pd.read_csv(out / "onsets.csv")
-    assert set(onset.stream) == {"alphaedit", "memit", "mpes", "norm"}
+    assert set(onset.stream) == set(streams)
     closing = pd.read_csv(out / "closing.csv")
-    assert set(zip(closing.stream, closing.edits)) == {(v, e) for v in variants for e in (2, 4)}
+    assert set(zip(closing.stream, closing.edits)) == {(v, e) for v in others for e in (2, 4)}
     assert closing["efficacy"].notna().all() and closing["norm, last layer"].notna().all()
     for fig in ("accuracy_vs_edits.png", "paired_vs_plain.png", "norm_growth.png", "onsets.png"):
         assert (out / fig).stat().st_size > 1000
