@@ -5,9 +5,10 @@ numbers, arrays and hparams dicts: the notebook measures, this module decides, a
 **Grid** (`operating_grid`): one `Setting` per point (method + hparams overrides), each varying one knob from the
 model's preset: AlphaEdit's absolute `nullspace_threshold`, its energy rule (`nullspace_energy`), `L2`; MEMIT's
 `mom2_update_weight` (λ); `clamp_norm_factor` for both; extra seeds (hparams `seed`: the sampled context templates)
-at the default point of both; and, for C3, the target-optimisation settings of another preset (`migrated_overrides`).
+at the default point of both; AlphaEdit's statistics (hence P) from another corpus (`mom2_corpus`); and, for C3, the
+target-optimisation settings of another preset (`migrated_overrides`).
 Settings that equal the preset are dropped (the default point covers them). Order: the default points first, then
-the two ends of every knob's range, then the interior points, then clamp and migration, then seeds: a run cut short
+the two ends of every knob's range, then the interior points, then clamp, corpus and migration, then seeds: a run cut short
 by its time budget has every curve's span before its detail. All settings cost about the same (two batches of
 target optimisation dominate), so the order is by information, not by cost.
 
@@ -30,6 +31,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -41,7 +44,7 @@ Paired = Mapping[str, float]  # a row of metrics.paired.paired_differences: diff
 
 RELATIVE = 0.25  # a material change of a measure without a natural scale (drift): 25% of the larger mean
 KNOB_ORDER = ("nullspace_energy", "mom2_update_weight", "nullspace_threshold", "L2", "clamp_norm_factor",
-              "migration", "seed")
+              "mom2_corpus", "migration", "seed")
 METHOD_KNOBS = {"nullspace_threshold": "alphaedit", "nullspace_energy": "alphaedit", "L2": "alphaedit",
                 "mom2_update_weight": "memit"}
 # fields that describe the model and its statistics, not the algorithm: never migrated from another preset
@@ -76,6 +79,13 @@ def _fmt(value: Any) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
+def corpus_label(corpus: str) -> str:
+    """A short name for a statistics corpus in setting ids and rule names: a registered name as it is, a text file
+    by its stem (letters, digits, '.', '_', '-' only: the id names a checkpoint folder)."""
+    name = Path(corpus).stem if ("/" in corpus or "\\" in corpus or Path(corpus).suffix) else corpus
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "corpus"
+
+
 def migrated_overrides(model_hp: Mapping[str, Any], reference_hp: Mapping[str, Any]) -> dict[str, Any]:
     """The algorithm fields of `reference_hp` (another model's preset) that differ from `model_hp`: the
     reference applied unchanged except for what belongs to the model (`MODEL_FIELDS`: its layers and loss layer,
@@ -87,10 +97,12 @@ def migrated_overrides(model_hp: Mapping[str, Any], reference_hp: Mapping[str, A
 def operating_grid(base: Mapping[str, Any], *, thresholds: Sequence[float] = (), energies: Sequence[float] = (),
                    l2s: Sequence[float] = (), lambdas: Sequence[float] = (), clamps: Sequence[float] = (),
                    seeds: Sequence[int] = (), migration: tuple[str, Mapping[str, Any]] | None = None,
+                   corpora: Sequence[str] = (),
                    methods: Sequence[str] = ("alphaedit", "memit"),
                    default_only: Sequence[str] = PLUGIN_METHODS) -> list[Setting]:
     """The settings of the sweep in run order (see the module docstring). `base` is the preset's hparams dict;
-    `migration` is (name, overrides) for AlphaEdit with another preset's settings. The methods in `default_only`
+    `migration` is (name, overrides) for AlphaEdit with another preset's settings; `corpora` are other texts for
+    AlphaEdit's second-moment statistics (its P) at the preset's rule (tier 3). The methods in `default_only`
     (the plug-in comparison's) get their default point only, run with the clamp and migration settings. A setting
     whose hparams equal the preset's (or another setting's) for the same method is left out."""
     base = dict(base)
@@ -118,6 +130,11 @@ def operating_grid(base: Mapping[str, Any], *, thresholds: Sequence[float] = (),
     swept = [m for m in methods if m not in default_only]
     for m in swept:
         knob("clamp_norm_factor", clamps, m)
+    if "alphaedit" in methods:
+        for c in dict.fromkeys(corpora):
+            if c != base.get("mom2_corpus"):
+                points.append(Setting(f"alphaedit-mom2_corpus-{corpus_label(c)}", "alphaedit", "mom2_corpus", c,
+                                      {"mom2_corpus": c}, 3))
     if migration is not None and "alphaedit" in methods:
         name, overrides = migration
         if overrides:

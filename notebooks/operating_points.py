@@ -33,11 +33,13 @@
 # weights for every setting. One knob moves at a time from the model's preset: AlphaEdit's absolute threshold,
 # its energy rule (keep the smallest directions holding at most a share of tr C), L2; MEMIT's λ
 # (`mom2_update_weight`); `clamp_norm_factor` for both; extra seeds (hparams `seed`: the sampled context templates)
-# at the default point of both; AlphaEdit with the LLaMA3-8B preset's settings (C3); and, for P4, MEMIT with its
+# at the default point of both; AlphaEdit with its statistics, hence P, computed on another text (`corpora`: WordNet's
+# dictionary glosses, an encyclopedic text that installs from Debian, against the preset's Jane Austen novels);
+# AlphaEdit with the LLaMA3-8B preset's settings (C3); and, for P4, MEMIT with its
 # update projected by AlphaEdit's P (Δ ← Δ P after MEMIT's solve, the paper's "one line") and the official
 # repository's sequential MEMIT (λ C + the earlier batches' K Kᵀ + the new K Kᵀ, no P), which tells "remembers the
-# earlier edits' keys" apart from "projects onto the null space", both at their default point. All settings read one
-# cached second-moment computation per layer; only the projector (or λ) changes. Every setting is scored on all
+# earlier edits' keys" apart from "projects onto the null space", both at their default point. All settings but the
+# corpus ones read one cached second-moment computation per layer; only the projector (or λ) changes. Every setting is scored on all
 # edited records (official efficacy, generalisation and specificity; EasyEdit rewrite_acc and locality), on the
 # drift of the edited layers' outputs on held-out corpus keys, and, after the first batch, on that batch's records
 # (so that the second batch's damage to them, the *retention*, is measured). Each setting's stream checkpoints after
@@ -60,6 +62,8 @@ memit_lambdas = [1500.0, 5000.0, 15000.0, 50000.0, 150000.0]  # MEMIT mom2_updat
 clamps = [0.75]  # clamp_norm_factor values besides the preset's, for both methods (0.75: the LLaMA3-8B file)
 seeds = [1, 2]  # hparams seeds besides the preset's, at the default point of both methods
 migration_preset = "alphaedit-llama3-8b"  # C3: AlphaEdit with this preset's algorithm settings ("" : none)
+corpora = ["wordnet"]  # other texts for AlphaEdit's statistics (its P) at the preset's rule: names or text files
+fact_tokens = 4000  # tokens of held-out factual text (true statements of records not edited here) for the leak
 leak_target = 0.1  # calibration: held-out ‖Pk‖/‖k‖ (mean over the edited layers) a protecting P stays under
 efficacy_floor = 0.9  # calibration: mean efficacy at which the edits count as landing
 probe_tokens = 4000  # held-out corpus tokens (after those of the statistics) for drift and leak
@@ -85,7 +89,7 @@ import torch
 
 from alphaedit_core import runs, sweeps
 from alphaedit_core.arch import ModelAdapter
-from alphaedit_core.corpus import get_corpus
+from alphaedit_core.corpus import TextCorpus, get_corpus
 from alphaedit_core.data import load_offline_counterfact, to_requests
 from alphaedit_core.editor import USES_P, Editor
 from alphaedit_core.hparams import EditHParams
@@ -108,7 +112,8 @@ lm, tok = load_model(model)
 hp = EditHParams.load(hparams or model, **overrides)
 adapter = ModelAdapter.from_model(lm)
 fingerprint = model_fingerprint(lm)
-records = load_offline_counterfact(n=max(stream_of, n_edits), seed=seed)[:n_edits]
+stream_records = load_offline_counterfact(n=max(stream_of, n_edits), seed=seed)
+records, fact_records = stream_records[:n_edits], stream_records[n_edits:]  # edited here; their facts are held out
 requests = to_requests(records)
 case_ids = [r["case_id"] for r in records]
 n_batches = math.ceil(len(requests) / batch_size)
@@ -121,10 +126,11 @@ if migration_preset:
     kept_own = {k: (base[k], reference[k]) for k in sweeps.MODEL_FIELDS  # not migrated: the model's own
                 if k in reference and k != "source" and base[k] != reference[k]}
 grid = sweeps.operating_grid(base, thresholds=thresholds, energies=energies, l2s=l2s, lambdas=memit_lambdas,
-                             clamps=clamps, seeds=seeds, migration=migration, methods=methods)
+                             clamps=clamps, seeds=seeds, migration=migration, methods=methods, corpora=corpora)
 STATS_FIELDS = ("layers", "mom2_corpus", "mom2_n_tokens", "mom2_seq_len", "mom2_dtype")
-for s in grid:  # one statistics computation serves every setting: no setting may change what it is computed on
-    changed = [f for f in STATS_FIELDS if s.hparams(base)[f] != base[f]]
+for s in grid:  # one statistics computation serves every setting but the corpus ones, which change only the text
+    changed = [f for f in STATS_FIELDS if s.hparams(base)[f] != base[f] and not (f == "mom2_corpus" and
+                                                                                 s.knob == "mom2_corpus")]
     if changed:
         raise ValueError(f"setting {s.id} changes {changed}: the sweep shares one set of statistics")
 run_key = runs.run_key(fingerprint, n_edits, batch_size, seed, base, requests)
@@ -141,8 +147,11 @@ pd.DataFrame([dict(order=i, setting=s.id, method=s.method, knob=s.knob, value=s.
 # For every projector rule the sweep uses: per edited layer, the directions P keeps, the share of tr C they carry,
 # the eigenvalue at the cut (an absolute threshold just above it keeps the same directions), and the leak ‖Pk‖/‖k‖
 # of three kinds of keys: held-out generic keys (corpus tokens the statistics did not see), the subject keys of the
-# neighbourhood prompts (facts that must not change) and the subject keys of the edits themselves (bare prompt).
-# A rule that keeps no direction or every direction at some layer is not run (it is listed as degenerate).
+# neighbourhood prompts (facts that must not change), the subject keys of the edits themselves (bare prompt) and
+# the keys of held-out factual text (every token of true statements "subject relation object." of the stream's
+# records that are not edited here, `leak_facts`). Rules named `…@<corpus>` are P at the preset's rule from the
+# statistics of another text. A rule that keeps no direction or every direction at some layer is not run (it is
+# listed as degenerate).
 
 # %% tags=["hide-input"]
 corpus = get_corpus(hp.mom2_corpus)
@@ -159,6 +168,24 @@ neighbour_keys, _ = keys_and_outputs(lm, tok, adapter, neighbour_requests, ["{}"
     if neighbour_requests else ({l: torch.empty(0, adapter.d_ff) for l in hp.layers}, None)
 
 
+corpus_names = [hp.mom2_corpus] + [str(s.value) for s in grid if s.knob == "mom2_corpus"]
+stats_of, heldout_of = {hp.mom2_corpus: covs}, {hp.mom2_corpus: probe_keys}
+for name in corpus_names[1:]:  # AlphaEdit's statistics from another text, and that text's held-out keys
+    other = get_corpus(name)
+    stats_of[name] = layer_stats(lm, tok, adapter, hp.layers, other, fingerprint=fingerprint,
+                                 n_tokens=hp.mom2_n_tokens, seq_len=hp.mom2_seq_len, dtype=hp.mom2_dtype,
+                                 progress=False)
+    heldout_of[name] = corpus_keys(lm, tok, adapter, hp.layers, other, skip_tokens=hp.mom2_n_tokens,
+                                   n_tokens=probe_tokens, seq_len=hp.mom2_seq_len)
+statements = [f"{r['requested_rewrite']['prompt'].format(r['requested_rewrite']['subject'])} "
+              f"{r['requested_rewrite']['target_true']['str']}." for r in fact_records]
+fact_docs = [" ".join(statements[i:i + 20]) for i in range(0, len(statements), 20)]
+fact_keys = {l: k[:fact_tokens] for l, k in corpus_keys(lm, tok, adapter, hp.layers, TextCorpus(fact_docs, "facts"),
+                                                       skip_tokens=0, n_tokens=None, seq_len=hp.mom2_seq_len).items()} \
+    if fact_docs else {l: torch.empty(0, adapter.d_ff) for l in hp.layers}
+print(f"held-out factual text: {len(statements)} true statements, {len(fact_keys[hp.layers[0]])} keys per layer")
+
+
 def rule_of(h: dict) -> tuple[str, float]:
     return ("threshold", h["nullspace_threshold"]) if h["nullspace_mode"] == "threshold" \
         else ("energy", h["nullspace_energy"])
@@ -168,11 +195,18 @@ def rule_name(rule: tuple[str, float]) -> str:
     return f"{rule[0]}={rule[1]:g}"
 
 
-def build_projectors(rule: tuple[str, float], allow_degenerate: bool = False) -> dict:
+def setting_rule(h: dict) -> str:
+    """The rule's name, with `@<corpus>` when the statistics come from another text than the preset's."""
+    name = rule_name(rule_of(h))
+    return name if h["mom2_corpus"] == hp.mom2_corpus else f"{name}@{sweeps.corpus_label(h['mom2_corpus'])}"
+
+
+def build_projectors(rule: tuple[str, float], allow_degenerate: bool = False, corpus: str = "") -> dict:
     mode, value = rule
+    stats = stats_of[corpus or hp.mom2_corpus]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ProjectorWarning)  # near-degenerate rules are the sweep's ends: shown below
-        return {l: projector_from_cov(covs[l], mode=mode, threshold=value if mode == "threshold" else 1.0,
+        return {l: projector_from_cov(stats[l], mode=mode, threshold=value if mode == "threshold" else 1.0,
                                       energy=value if mode == "energy" else 0.5, allow_degenerate=allow_degenerate,
                                       layer=l) for l in hp.layers}
 
@@ -183,20 +217,39 @@ def mean_leak(p, keys: torch.Tensor) -> float:
 
 rules = sorted({rule_of(s.hparams(base)) for s in grid if s.method != "memit"})
 proj_rows = []
-for rule in rules:
-    for l, p in build_projectors(rule, allow_degenerate=True).items():
-        held = p.key_ratio(probe_keys[l])
-        proj_rows.append(dict(rule=rule_name(rule), mode=rule[0], value=rule[1], layer=l, d_ff=p.d, n_kept=p.n_kept,
+for rule, corpus in [(r, hp.mom2_corpus) for r in rules] + [(rule_of(base), c) for c in corpus_names[1:]]:
+    for l, p in build_projectors(rule, allow_degenerate=True, corpus=corpus).items():
+        held = p.key_ratio(heldout_of[corpus][l])
+        proj_rows.append(dict(rule=rule_name(rule) + ("" if corpus == hp.mom2_corpus
+                                                      else f"@{sweeps.corpus_label(corpus)}"),
+                              corpus=corpus, mode=rule[0], value=rule[1], layer=l, d_ff=p.d, n_kept=p.n_kept,
                               kept_share=p.n_kept / p.d, energy_kept=p.energy_kept(),
                               cut_eigenvalue=float(p.eigenvalues[p.n_kept - 1]) if p.n_kept else math.nan,
                               threshold_equivalent=sweeps.threshold_for(p.eigenvalues.double().numpy(), p.n_kept),
                               leak_heldout=float(held.mean()), leak_heldout_p90=float(held.quantile(0.9)),
                               leak_neighbour=mean_leak(p, neighbour_keys[l]), leak_edit=mean_leak(p, edit_keys[l]),
+                              leak_facts=mean_leak(p, fact_keys[l]),
+                              **{f"leak_heldout_{sweeps.corpus_label(c)}": mean_leak(p, heldout_of[c][l])
+                                 for c in corpus_names},
                               degenerate=p.n_kept in (0, p.d)))
 projector = pd.DataFrame(proj_rows)
 projector.to_csv(out / "projector.csv", index=False)
 degenerate = set(projector[projector.degenerate].rule)
-projector.drop(columns=["mode", "value"]).round(3)
+held_columns = [f"leak_heldout_{sweeps.corpus_label(c)}" for c in corpus_names]
+projector.drop(columns=["mode", "value"] + held_columns).round(3)
+
+# %% [markdown]
+# **The covariance corpus.** P at the preset's rule from the statistics of each text, and its leak ‖Pk‖/‖k‖
+# (mean over the edited layers) on the held-out keys of every text, on the factual statements, the neighbourhood
+# subjects and the edit subjects. A P that protects preserved knowledge has a small leak on the facts and the
+# neighbours; the edit subjects are what the edits must still reach.
+
+# %% tags=["hide-input"]
+corpus_leak = projector[projector.rule.isin({setting_rule({**base, "mom2_corpus": c}) for c in corpus_names})] \
+    .groupby("corpus")[["kept_share", "energy_kept"] + held_columns + ["leak_facts", "leak_neighbour", "leak_edit"]] \
+    .mean().reindex(corpus_names).rename(index=sweeps.corpus_label)
+corpus_leak.to_csv(out / "corpus_leak.csv")
+corpus_leak.round(3)
 
 # %% [markdown]
 # ## The runs
@@ -276,8 +329,8 @@ for s in grid:
     rule = rule_of(h.to_dict())
     row = dict(setting=s.id, method=s.method, knob=s.knob, value=str(s.value), tier=s.tier,
                overrides=json.dumps(s.overrides), hparams_digest=sweeps.hparams_digest(s.method, h.to_dict()),
-               rule=rule_name(rule) if s.method in USES_P else "", status="", seconds_edit=0.0, seconds_eval=0.0,
-               seconds_sitting=0.0)
+               rule=setting_rule(h.to_dict()) if s.method in USES_P else "", status="", seconds_edit=0.0,
+               seconds_eval=0.0, seconds_sitting=0.0)
     ckpt = run_dir / f"{s.id}-{row['hparams_digest']}"
     claimed = runs.claim(ckpt.with_name(ckpt.name + ".setting"))  # another worker may be running this setting
     if claimed is None:
@@ -287,7 +340,7 @@ for s in grid:
     try:
         if s.id in done(tables["settings"], "setting"):  # finished by another worker since the check above
             continue
-        if s.method in USES_P and rule_name(rule) in degenerate:
+        if s.method in USES_P and row["rule"] in degenerate:
             append(tables["settings"], pd.DataFrame([{**row, "status": "degenerate P"}]))
             print(f"{s.id}: not run, P keeps no direction or every direction at some layer")
             continue
@@ -295,8 +348,8 @@ for s in grid:
             raise RuntimeError("the model is not the unedited one: a previous setting was not restored")
         started = time.time()
         editor = Editor(lm, tok, h, method=s.method,
-                        projectors=build_projectors(rule) if s.method in USES_P else None,
-                        covs=covs, diagnostics=True, progress=False)
+                        projectors=build_projectors(rule, corpus=h.mom2_corpus) if s.method in USES_P else None,
+                        covs=stats_of[h.mom2_corpus], diagnostics=True, progress=False)
 
         def on_batch(ed, batch, report, s=s) -> None:
             n_done = report.edits_done
@@ -398,7 +451,8 @@ points[[c for c in show if c in points.columns]].round(3)
 # {numref}`fig-operating-tradeoff` puts every setting in the plane of edit strength (horizontal) against
 # preservation (vertical). One curve per method and knob, in knob order; crosses mark each method's default point
 # (blue AlphaEdit, red MEMIT, purple MEMIT with its update projected, brown sequential MEMIT), open circles its
-# other seeds, diamonds the clamp and migration settings, the ring the calibrated projector.
+# other seeds, diamonds the clamp and migration settings, squares P from another text, the ring the calibrated
+# projector.
 
 # %% tags=["hide-input"] mystnb={"figure": {"name": "fig-operating-tradeoff", "caption": "Preservation against edit strength after the stream, one point per setting with 95% intervals on both axes. **Rows:** edit strength as official efficacy and as EasyEdit rewrite_acc. **Columns:** specificity and EasyEdit locality (higher is better; the dotted line is the unedited model) and the drift of the edited layers' outputs on held-out keys (lower is better). A method dominates where its curve lies above (left columns) or below (right column) the other's at the same horizontal position."}, "image": {"alt": "A grid of six scatter plots with connected lines, one line per method and knob, edit strength on the horizontal axis and a preservation measure on the vertical axis, with error bars."}}
 CURVES = [("nullspace_threshold", "AlphaEdit: threshold"), ("nullspace_energy", "AlphaEdit: energy share"),
@@ -421,9 +475,10 @@ for i, xm in enumerate(["efficacy", "rewrite_acc"]):
                         yerr=[sub[ym] - sub[f"{ym}_ci_low"], sub[f"{ym}_ci_high"] - sub[ym]], marker="o", ms=4,
                         capsize=2, lw=1.2, color=palette[name], label=name)
         for s in done_settings:
-            if s.knob in ("default", "seed", "clamp_norm_factor", "migration"):
+            if s.knob in ("default", "seed", "clamp_norm_factor", "migration", "mom2_corpus"):
                 colour = METHOD_COLOURS[s.method]
-                marker = {"default": "X", "seed": "o", "clamp_norm_factor": "D", "migration": "D"}[s.knob]
+                marker = {"default": "X", "seed": "o", "clamp_norm_factor": "D", "migration": "D",
+                          "mom2_corpus": "s"}[s.knob]
                 ax.scatter(P.loc[s.id, xm], P.loc[s.id, ym], marker=marker, s=60 if s.knob == "default" else 30,
                            facecolors="none" if s.knob == "seed" else colour, edgecolors=colour, zorder=3)
         if ym != "drift":
@@ -680,6 +735,20 @@ for label_, pair_ids, rows_ in (("P4: MEMIT projected − MEMIT", ("memit_projec
                                 ("P4: sequential MEMIT − MEMIT", ("memit_seq-default", "memit-default"), p4_seq)):
     for m, r in rows_.items():
         knob_rows.append(dict(comparison=label_, setting_a=pair_ids[0], setting_b=pair_ids[1], **r))
+corpus_rows = {}
+for s in grid:
+    if s.knob == "mom2_corpus":
+        c = str(s.value)
+        corpus_rows[c] = paired(s.id, "alphaedit-default", EDIT + ["drift"])
+        for m, r in corpus_rows[c].items():
+            knob_rows.append(dict(comparison=f"P from {sweeps.corpus_label(c)} − P from "
+                                             f"{sweeps.corpus_label(hp.mom2_corpus)}",
+                                  setting_a=s.id, setting_b="alphaedit-default", **r))
+covariance_corpus = dict(
+    corpora=corpus_names, fact_statements=len(statements),
+    leak={c: {k: round(float(v), 4) for k, v in row.items()} for c, row in corpus_leak.iterrows()},
+    versus_preset={sweeps.corpus_label(c): {m: {k: round(float(r[k]), 4) for k in ("diff", "ci_low", "ci_high")}
+                                            for m, r in rows_.items()} for c, rows_ in corpus_rows.items()})
 if pending:  # a run cut short by its time budget: the verdicts rest on part of the grid
     for cid in ("C3", "C4", "C5", "P4"):
         claims[cid]["evidence"] += (f" Provisional: {len(pending)} of {len(grid)} settings not run yet "
@@ -691,7 +760,7 @@ summary = dict(model=model_dir, notebook="operating_points", n_edits=n_edits, ba
                                     for r in finished.itertuples()},
                calibrated=None if calibrated is None else dict(nullspace_mode="energy",
                                                                nullspace_energy=calibrated["nullspace_energy"]),
-               claims=claims)
+               covariance_corpus=covariance_corpus, claims=claims)
 (out / "summary.json").write_text(json.dumps(summary, indent=1))
 for cid, c in claims.items():
     print(f"{cid}: {c['verdict']} — {c['evidence']}")

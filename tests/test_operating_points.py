@@ -119,6 +119,21 @@ def test_grid_skips_the_preset_values_and_runs_informative_settings_first():
     assert "alphaedit-default" not in [s.id for s, _ in sweeps.curve(grid, "nullspace_energy", base)]
 
 
+def test_corpus_settings_change_only_alphaedits_statistics_and_skip_the_presets_corpus():
+    base = EditHParams.load("smollm2-135m-instruct").to_dict()
+    assert base["mom2_corpus"] == "austen"
+    grid = sweeps.operating_grid(base, clamps=[0.75], corpora=["austen", "wordnet", "wordnet"],
+                                 migration=("ref", {"v_lr": 0.1}))
+    by_id = {s.id: s for s in grid}
+    assert [s.id for s in grid if s.knob == "mom2_corpus"] == ["alphaedit-mom2_corpus-wordnet"]
+    corpus = by_id["alphaedit-mom2_corpus-wordnet"]
+    assert corpus.method == "alphaedit" and corpus.overrides == {"mom2_corpus": "wordnet"} and corpus.tier == 3
+    ids = [s.id for s in grid]  # tier 3 in knob order: clamp, then corpus, then migration
+    assert ids.index("alphaedit-clamp_norm_factor-0.75") < ids.index(corpus.id) < ids.index("alphaedit-migration-ref")
+    assert not [s for s in sweeps.operating_grid(base, corpora=["wordnet"], methods=("memit",))
+                if s.knob == "mom2_corpus"]  # MEMIT has no P: its λ C is not swept over corpora
+
+
 def test_migration_moves_only_the_algorithm_settings():
     model = EditHParams.load("smollm2-135m-instruct").to_dict()
     reference = EditHParams.load("alphaedit-llama3-8b").to_dict()
@@ -174,10 +189,12 @@ def test_operating_points_notebook_runs_and_resumes(tiny_setup):
 
     tmp_path, folder = tiny_setup
     energies = [0.05, 0.1, 0.3]  # 0.1 is the preset's: the default point sits on the energy curve
+    other = tmp_path / "other.txt"  # a second text for AlphaEdit's statistics: the tiny text's lines reversed
+    other.write_text("\n\n".join(["\n".join((tmp_path / "corpus.txt").read_text().split("\n")[::-1])] * 2))
     params = dict(model=str(folder), label="tiny", hparams=str(tmp_path / "hparams.json"), n_edits=4, batch_size=2,
-                  stream_of=4, thresholds=[2e-5, 5e-5, 1.0], energies=energies, l2s=[100.0],
+                  stream_of=6, thresholds=[2e-5, 5e-5, 1.0], energies=energies, l2s=[100.0],
                   memit_lambdas=[1500.0], clamps=[1.0], seeds=[1], migration_preset=str(tmp_path / "reference.json"),
-                  probe_tokens=60, block_tokens=20, results_dir=str(tmp_path / "results"))
+                  corpora=[str(other)], probe_tokens=60, block_tokens=20, results_dir=str(tmp_path / "results"))
     out = tmp_path / "results" / "tiny" / "operating_points"
     run_notebook("operating_points", params, out, ROOT / "notebooks", timeout=600)
 
@@ -232,7 +249,23 @@ def test_operating_points_notebook_runs_and_resumes(tiny_setup):
     for fig in ("tradeoff.png", "equal_efficacy.png", "projector_leak.png"):
         assert (out / fig).stat().st_size > 1000
     projector = pd.read_csv(out / "projector.csv")
-    assert {"leak_heldout", "leak_neighbour", "leak_edit", "threshold_equivalent"} <= set(projector.columns)
+    assert {"leak_heldout", "leak_neighbour", "leak_edit", "leak_facts", "threshold_equivalent"} <= \
+        set(projector.columns)
+    assert projector.leak_facts.between(0, 1).all()  # the 2 records of the stream not edited here: their facts
+    # P from the other text: its own rows, its setting ran with it, and it differs from the preset's P
+    mine = projector[projector.rule == "energy=0.1"].set_index("layer")
+    theirs = projector[projector.rule == "energy=0.1@other"].set_index("layer")
+    assert list(theirs.corpus.unique()) == [str(other)] and sorted(theirs.index) == [1, 2]
+    assert (theirs.leak_heldout == theirs.leak_heldout_other).all() and \
+        (mine.leak_heldout == mine.leak_heldout_corpus).all()  # each P's leak_heldout: held out of its own text
+    assert mine.leak_heldout_other.between(0, 1).all()  # the preset's P on the other text's keys
+    assert not np.allclose(theirs.leak_facts, mine.leak_facts)
+    row = settings.set_index("setting").loc["alphaedit-mom2_corpus-other"]
+    assert row.status == "done" and row.rule == "energy=0.1@other"
+    corpus_leak = pd.read_csv(out / "corpus_leak.csv", index_col=0)
+    assert list(corpus_leak.index) == ["corpus", "other"]
+    assert "P from other − P from corpus" in set(knobs.comparison)
+    assert set(summary["covariance_corpus"]["versus_preset"]["other"]) >= {"efficacy", "specificity", "drift"}
 
     # a second run with one more setting: the finished settings are not redone, their rows not rewritten
     before = {name: (out / f"{name}.csv").read_text() for name in ("settings", "metrics_raw", "batches", "drift_raw")}
@@ -262,7 +295,7 @@ def test_parallel_workers_run_every_setting_once(tiny_setup):
         worker_notebook("operating_points", ROOT / "notebooks", "no-such-tag", tmp_path / "x.ipynb")
     params = dict(model=str(folder), label="tiny", hparams=str(tmp_path / "hparams.json"), n_edits=4, batch_size=2,
                   stream_of=4, thresholds=[2e-5, 5e-5], energies=[0.05, 0.3], l2s=[100.0],
-                  memit_lambdas=[1500.0, 50000.0], clamps=[], seeds=[1], migration_preset="",
+                  memit_lambdas=[1500.0, 50000.0], clamps=[], seeds=[1], migration_preset="", corpora=[],
                   methods=["alphaedit", "memit"], probe_tokens=60, block_tokens=20,
                   results_dir=str(tmp_path / "results"))
     run_sweep_in_parallel(params, ROOT / "notebooks", jobs=2)  # 11 settings: 2 defaults, 2+2+1+2 knob points, 2 seeds
