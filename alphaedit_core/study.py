@@ -11,6 +11,7 @@ its jupytext `.py` before it runs.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -186,8 +187,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--time-budget", type=float, default=None, metavar="MIN",
                     help="edit_count, operating_points: start no new edit batch (or setting) after MIN minutes; "
                          "the tables then show the work done so far and the same command resumes it later")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=JSON",
+                    help="set a notebook parameter (JSON value, e.g. 'thresholds=[]' or 'corpora=[\"wordnet\"]') "
+                         "for every notebook run; repeat for several")
     ap.add_argument("--no-book", action="store_true", help="do not build the book at the end")
     args = ap.parse_args(argv)
+    extra_params = {}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            ap.error(f"--param {item!r}: expected NAME=JSON")
+        try:
+            extra_params[name] = json.loads(value)
+        except json.JSONDecodeError as e:
+            ap.error(f"--param {item!r}: the value is not JSON ({e}); quote strings: {name}='\"text\"'")
 
     only = [n for n in args.only.split(",") if n]
     unknown = sorted(set(only) - set(NOTEBOOKS))
@@ -198,9 +211,17 @@ def main(argv: list[str] | None = None) -> None:
     model_dir = args.model.replace("/", "--")
     notebooks = ROOT / "notebooks"
     rel = os.path.relpath(root.resolve(), notebooks)  # the notebooks run in notebooks/
+    if extra_params:  # a misspelt parameter would silently change nothing: refuse it
+        import papermill
+
+        for name in only:
+            known = set(papermill.inspect_notebook(str(sync_pair(name, notebooks))))
+            if set(extra_params) - known:
+                ap.error(f"--param {sorted(set(extra_params) - known)}: not parameters of {name} "
+                         f"(its parameters: {', '.join(sorted(known))})")
     for name in only:
         params = dict(model=args.model, seed=args.seed, results_dir=rel, quick=args.quick,
-                      **profile[name])
+                      **{**profile[name], **extra_params})
         if name in ("edit_count", "operating_points") and args.time_budget is not None:
             params["time_budget_min"] = args.time_budget
         print(f"== {name}: {params}", flush=True)
