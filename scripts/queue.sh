@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The study's long computations for one model, in the order that wastes the least compute (each step resumes from
+# its checkpoints, so the same command continues after an interruption, and a finished step costs seconds):
+#   1. the edit-count stream (both methods), the projector check, the metric definitions, the operating-points sweep
+#      (the long ones in two one-thread processes: --jobs 2);
+#   2. the collapse chapter's streams: the stabilisers, the ablations and the calibrated projector (one after the
+#      other; the calibrated stream needs step 1's calibrated.json);
+#   3. C3 on a second model (three 200-edit settings), when MODEL2 is set.
+# A step that fails is reported and the next one starts. Renders nothing into the book: `make book` does.
+# Usage: scripts/queue.sh [MODEL] [MODEL2]   (defaults: smollm2-135m-instruct, none); log: $QUEUE_LOG
+set -uo pipefail
+cd "$(dirname "$0")/.."
+MODEL="${1:-smollm2-135m-instruct}"
+MODEL2="${2:-}"
+PY="${PY:-.venv/bin/python}"
+LOG="${QUEUE_LOG:-queue.log}"
+step() {  # step NAME COMMAND...: run, time and report one step
+  local name="$1"; shift
+  echo "== $(date -u +%FT%TZ) start: $name" | tee -a "$LOG"
+  local t0=$SECONDS
+  if "$@" >> "$LOG" 2>&1; then status=done; else status="FAILED (exit $?)"; fi
+  echo "== $(date -u +%FT%TZ) $status: $name, $(( (SECONDS - t0) / 60 )) min" | tee -a "$LOG"
+}
+step "study: edit_count, projection_check, metric_definitions, operating_points ($MODEL)" \
+  "$PY" -m alphaedit_core.study --model "$MODEL" --only edit_count,projection_check,metric_definitions,operating_points \
+  --jobs 2 --no-book
+step "collapse streams ($MODEL)" env OMP_NUM_THREADS=2 "$PY" -c "
+import sys
+from alphaedit_core.study import ROOT, run_notebook
+model = sys.argv[1]
+label = model.replace('/', '--')
+run_notebook('collapse', dict(model=model, run_streams=True), ROOT / 'results' / label / 'collapse', ROOT / 'notebooks')
+" "$MODEL"
+if [ -n "$MODEL2" ]; then
+  step "C3 on $MODEL2" "$PY" -m alphaedit_core.study --model "$MODEL2" --only operating_points --jobs 2 --no-book \
+    --param "label=\"${MODEL2//\//--}-c3\"" --param 'methods=["alphaedit","memit"]' --param 'corpora=[]' \
+    --param 'thresholds=[]' --param 'energies=[]' --param 'l2s=[]' --param 'memit_lambdas=[]' --param 'clamps=[]' \
+    --param 'seeds=[]'
+fi
