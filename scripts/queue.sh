@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The study's long computations for one model, in the order that wastes the least compute (each step resumes from
-# its checkpoints, so the same command continues after an interruption, and a finished step costs seconds):
+# its checkpoints, so the same command continues after an interruption, and a finished step only re-renders):
 #   1. the edit-count stream (both methods), the projector check, the metric definitions, the operating-points sweep
 #      (the long ones in two one-thread processes: --jobs 2);
 #   2. the collapse chapter's streams: the stabilisers, the ablations and the calibrated projector (one after the
