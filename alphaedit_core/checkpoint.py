@@ -276,48 +276,40 @@ def exists(root: str | Path) -> bool:
     return current_version(root) is not None
 
 
-def read_meta(root: str | Path, retries: int = 5) -> dict[str, Any] | None:
-    """The metadata of the current version (the version `read_version` would read), without its tensors; None when
-    `root` holds no checkpoint. Read only, and read again when a writer replaces the version meanwhile."""
-    root = Path(root)
+def _read_current(root: Path, read, retries: int):
+    """`read(folder)` of the current version; when it fails because a writer replaced the version meanwhile (its
+    old folder removed), read the new one, up to `retries` times. None when `root` holds no checkpoint."""
     for attempt in range(retries + 1):
         name = current_version(root)
         if name is None:
             return None
         try:
-            meta = json.loads((root / name / STATE_JSON).read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            return read(root / name)
+        except CheckpointError:
             if attempt < retries and current_version(root) != name:  # replaced meanwhile: read the new one
                 continue
-            raise CheckpointError(f"checkpoint metadata {root / name / STATE_JSON} cannot be read: {e}") from e
-        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-            raise CheckpointError(f"checkpoint {root / name} has format {meta.get('format')!r} version "
-                                  f"{meta.get('version')!r}; this code reads {FORMAT!r} version {VERSION}")
-        return meta
+            raise
     raise AssertionError("unreachable")
+
+
+def read_meta(root: str | Path, retries: int = 5) -> dict[str, Any] | None:
+    """The metadata of the current version (the version `read_version` would read), without its tensors; None when
+    `root` holds no checkpoint. Read only, and read again when a writer replaces the version meanwhile."""
+    return _read_current(Path(root), _read_meta_file, retries)
 
 
 def read_version(root: str | Path, retries: int = 5) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Metadata and tensors of the current version, every tensor checked against its recorded sha256. Read only:
     when a writer replaces the version while it is read (its old folder is removed), it is read again, up to
     `retries` times."""
-    root = Path(root)
-    for attempt in range(retries + 1):
-        name = current_version(root)
-        if name is None:
-            raise CheckpointError(f"no checkpoint in {root}")
-        try:
-            result = _read_folder(root / name)
-        except CheckpointError:
-            if attempt < retries and current_version(root) != name:  # replaced meanwhile: read the new one
-                continue
-            raise
-        return result
-    raise AssertionError("unreachable")
+    result = _read_current(Path(root), _read_folder, retries)
+    if result is None:
+        raise CheckpointError(f"no checkpoint in {root}")
+    return result
 
 
-def _read_folder(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    meta_path, tensor_path = folder / STATE_JSON, folder / STATE_TENSORS
+def _read_meta_file(folder: Path) -> dict[str, Any]:
+    meta_path = folder / STATE_JSON
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -325,6 +317,11 @@ def _read_folder(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise CheckpointError(f"checkpoint {folder} has format {meta.get('format')!r} version "
                               f"{meta.get('version')!r}; this code reads {FORMAT!r} version {VERSION}")
+    return meta
+
+
+def _read_folder(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    meta, tensor_path = _read_meta_file(folder), folder / STATE_TENSORS
     try:
         tensors = load_file(str(tensor_path))
     except Exception as e:  # safetensors raises its own error types for truncated or garbled files

@@ -326,19 +326,28 @@ by_edits.pivot_table(index=["stream", "edits"], columns="measure", values="mean"
 # %%
 edited = raw[raw.edits > 0]
 group = ["edits", "family", "prompt_kind", "metric"]
-parts = []
-for v in present:
-    both = mechanism.shared_groups(edited, v, PLAIN, group)
-    if len(both):
-        parts.append(paired_differences(both, v, PLAIN, by=group, method_col="stream").assign(stream=v))
-paired = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-    columns=[*group, "stream", "n", "n_only_a", "n_only_b", "mean_a", "mean_b", "diff", "ci_low", "ci_high"])
+
+
+def paired_against(names: list[str], reference: str) -> pd.DataFrame:
+    """Each stream in `names` minus `reference`, per milestone and measure, on the records both scored."""
+    parts = [paired_differences(both, v, reference, by=group, method_col="stream").assign(stream=v)
+             for v in names if len(both := mechanism.shared_groups(edited, v, reference, group))]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=[*group, "stream", "n", "n_only_a", "n_only_b", "mean_a", "mean_b", "diff", "ci_low", "ci_high"])
+
+
+def intervals(table: pd.DataFrame) -> pd.DataFrame:
+    """A paired table as "diff [low, high]" per stream and milestone (rows) and measure (columns)."""
+    return table.assign(measure=table.family + ": " + table.metric,
+                        interval=[f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi in
+                                  zip(table["diff"], table.ci_low, table.ci_high)]) \
+        .pivot_table(index=["stream", "edits"], columns="measure", values="interval", aggfunc="first")
+
+
+paired = paired_against(present, PLAIN)
 paired.to_csv(out / "paired_vs_plain.csv", index=False)
 if len(paired):
-    show = paired.assign(measure=paired.family + ": " + paired.metric,
-                         interval=[f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi in
-                                   zip(paired["diff"], paired.ci_low, paired.ci_high)])
-    display(show.pivot_table(index=["stream", "edits"], columns="measure", values="interval", aggfunc="first"))
+    display(intervals(paired))
 
 # %% tags=["hide-input"] mystnb={"figure": {"name": "fig-collapse-paired", "caption": "Each stabiliser, ablation and calibrated stream minus plain AlphaEdit on the same evaluated records, at each milestone, with paired bootstrap 95% intervals; one panel per measure, one line per stream, zero line = no difference. Look at the late milestones of the edit measures: a stabiliser that postpones the collapse sits above zero there, and the neighbourhood measures show what it costs."}, "image": {"alt": "A grid of small charts, one per measure, with the number of edits on the horizontal axis and the paired difference (stabilised minus plain) on the vertical axis, one line with error bars per stabiliser and a horizontal line at zero."}}
 if len(paired):
@@ -358,19 +367,13 @@ else:
 
 # %% tags=["hide-input"]
 versus = [s for s in (PLAIN, *present) if s == PLAIN or kind[s] != "stabiliser"]
-parts = [paired_differences(both, s, MEMIT, by=group, method_col="stream").assign(stream=s)
-         for s in versus if len(both := mechanism.shared_groups(edited, s, MEMIT, group))]
-vs_memit = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=paired.columns)
+vs_memit = paired_against(versus, MEMIT)
 vs_memit.to_csv(out / "paired_vs_memit.csv", index=False)
 versus_memit = [dict(stream=r.stream, edits=int(r.edits), metric=r.metric, diff=round(float(r["diff"]), 4),
                      ci_low=round(float(r.ci_low), 4), ci_high=round(float(r.ci_high), 4), n=int(r.n))
                 for _, r in vs_memit.iterrows() if r.metric in ("efficacy", "specificity", "rewrite_acc", "locality")]
 if len(vs_memit) and len(versus) > 1:
-    display(vs_memit.assign(measure=vs_memit.family + ": " + vs_memit.metric,
-                            interval=[f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi in
-                                      zip(vs_memit["diff"], vs_memit.ci_low, vs_memit.ci_high)])
-            .pivot_table(index=["stream", "edits"], columns="measure", values="interval", aggfunc="first")
-            .reindex(versus, level=0))
+    display(intervals(vs_memit).reindex(versus, level=0))
 else:
     print("no ablation or calibrated stream evaluated yet")
 

@@ -154,11 +154,16 @@ pd.DataFrame([dict(order=i, setting=s.id, method=s.method, knob=s.knob, value=s.
 # listed as degenerate).
 
 # %% tags=["hide-input"]
-corpus = get_corpus(hp.mom2_corpus)
-covs = layer_stats(lm, tok, adapter, hp.layers, corpus, fingerprint=fingerprint, n_tokens=hp.mom2_n_tokens,
-                   seq_len=hp.mom2_seq_len, dtype=hp.mom2_dtype, progress=False)
-probe_keys = corpus_keys(lm, tok, adapter, hp.layers, corpus, skip_tokens=hp.mom2_n_tokens, n_tokens=probe_tokens,
-                         seq_len=hp.mom2_seq_len)
+corpus_names = [hp.mom2_corpus] + [str(s.value) for s in grid if s.knob == "mom2_corpus"]
+stats_of, heldout_of = {}, {}  # per text: the second moments (AlphaEdit's C) and held-out keys after them
+for name in corpus_names:
+    text = get_corpus(name)
+    stats_of[name] = layer_stats(lm, tok, adapter, hp.layers, text, fingerprint=fingerprint,
+                                 n_tokens=hp.mom2_n_tokens, seq_len=hp.mom2_seq_len, dtype=hp.mom2_dtype,
+                                 progress=False)
+    heldout_of[name] = corpus_keys(lm, tok, adapter, hp.layers, text, skip_tokens=hp.mom2_n_tokens,
+                                   n_tokens=probe_tokens, seq_len=hp.mom2_seq_len)
+covs, probe_keys = stats_of[hp.mom2_corpus], heldout_of[hp.mom2_corpus]  # the preset's: every other setting's
 edit_keys, _ = keys_and_outputs(lm, tok, adapter, requests, ["{}"], hp.layers)
 neighbour_requests = [EditRequest(p.replace(subj, "{}", 1), subj, "x", case_id=f"{r['case_id']}:{i}")
                       for r in records for i, (p, subj) in enumerate(zip(r["neighborhood_prompts"],
@@ -167,16 +172,6 @@ neighbour_requests = [EditRequest(p.replace(subj, "{}", 1), subj, "x", case_id=f
 neighbour_keys, _ = keys_and_outputs(lm, tok, adapter, neighbour_requests, ["{}"], hp.layers) \
     if neighbour_requests else ({l: torch.empty(0, adapter.d_ff) for l in hp.layers}, None)
 
-
-corpus_names = [hp.mom2_corpus] + [str(s.value) for s in grid if s.knob == "mom2_corpus"]
-stats_of, heldout_of = {hp.mom2_corpus: covs}, {hp.mom2_corpus: probe_keys}
-for name in corpus_names[1:]:  # AlphaEdit's statistics from another text, and that text's held-out keys
-    other = get_corpus(name)
-    stats_of[name] = layer_stats(lm, tok, adapter, hp.layers, other, fingerprint=fingerprint,
-                                 n_tokens=hp.mom2_n_tokens, seq_len=hp.mom2_seq_len, dtype=hp.mom2_dtype,
-                                 progress=False)
-    heldout_of[name] = corpus_keys(lm, tok, adapter, hp.layers, other, skip_tokens=hp.mom2_n_tokens,
-                                   n_tokens=probe_tokens, seq_len=hp.mom2_seq_len)
 statements = [f"{r['requested_rewrite']['prompt'].format(r['requested_rewrite']['subject'])} "
               f"{r['requested_rewrite']['target_true']['str']}." for r in fact_records]
 fact_docs = [" ".join(statements[i:i + 20]) for i in range(0, len(statements), 20)]
@@ -195,10 +190,13 @@ def rule_name(rule: tuple[str, float]) -> str:
     return f"{rule[0]}={rule[1]:g}"
 
 
-def setting_rule(h: dict) -> str:
+def rule_label(rule: tuple[str, float], corpus: str) -> str:
     """The rule's name, with `@<corpus>` when the statistics come from another text than the preset's."""
-    name = rule_name(rule_of(h))
-    return name if h["mom2_corpus"] == hp.mom2_corpus else f"{name}@{sweeps.corpus_label(h['mom2_corpus'])}"
+    return rule_name(rule) + ("" if corpus == hp.mom2_corpus else f"@{sweeps.corpus_label(corpus)}")
+
+
+def setting_rule(h: dict) -> str:
+    return rule_label(rule_of(h), h["mom2_corpus"])
 
 
 def build_projectors(rule: tuple[str, float], allow_degenerate: bool = False, corpus: str = "") -> dict:
@@ -220,9 +218,7 @@ proj_rows = []
 for rule, corpus in [(r, hp.mom2_corpus) for r in rules] + [(rule_of(base), c) for c in corpus_names[1:]]:
     for l, p in build_projectors(rule, allow_degenerate=True, corpus=corpus).items():
         held = p.key_ratio(heldout_of[corpus][l])
-        proj_rows.append(dict(rule=rule_name(rule) + ("" if corpus == hp.mom2_corpus
-                                                      else f"@{sweeps.corpus_label(corpus)}"),
-                              corpus=corpus, mode=rule[0], value=rule[1], layer=l, d_ff=p.d, n_kept=p.n_kept,
+        proj_rows.append(dict(rule=rule_label(rule, corpus), corpus=corpus, mode=rule[0], value=rule[1], layer=l, d_ff=p.d, n_kept=p.n_kept,
                               kept_share=p.n_kept / p.d, energy_kept=p.energy_kept(),
                               cut_eigenvalue=float(p.eigenvalues[p.n_kept - 1]) if p.n_kept else math.nan,
                               threshold_equivalent=sweeps.threshold_for(p.eigenvalues.double().numpy(), p.n_kept),
