@@ -423,3 +423,33 @@ def c7_why(scores: Mapping[str, Scores], norms: Scores, n_planned: int, variants
     postpones = any(p["postponed"] for p in mech["per_variant"].values())
     answer = "yes" if tracks and postpones else "partly" if tracks or postpones else "no"
     return dict(question=question, answer=answer, evidence=_mechanism_evidence(mech, norms, scores, reference))
+
+
+def calibrated_preservation(vs_memit: Mapping[str, Paired], vs_plain: Mapping[str, Paired], edits: int,
+                            n_planned: int) -> dict[str, str]:
+    """The calibrated projector's question {"question", "answer", "evidence"} from the calibrated stream's paired
+    differences at its last milestone: against MEMIT (keys "efficacy", "specificity", "locality") and against plain
+    AlphaEdit (key "efficacy": the cost of calibrating).
+
+    A preservation advantage is specificity better than MEMIT's with locality not worse; specificity or locality
+    better alone is half of one. answer "yes" (the advantage, efficacy not worse than MEMIT's), "yes, at a cost in
+    efficacy" (the advantage, efficacy worse than MEMIT's), "partly" (half an advantage), "no" (neither), or "not
+    testable here" before the planned number of edits."""
+    question = ("Does a calibrated P give AlphaEdit the preservation advantage over MEMIT that the paper reports, and "
+                "at what cost in efficacy?")
+    if edits < n_planned:
+        return dict(question=question, answer="not testable here",
+                    evidence=f"The calibrated stream's last evaluated milestone is {edits} of {n_planned} edits.")
+    missing = {"efficacy", "specificity", "locality"} - set(vs_memit) | {"efficacy"} - set(vs_plain)
+    if missing:
+        raise ValueError(f"calibrated_preservation: missing paired rows {sorted(missing)}")
+    d = {k: direction(vs_memit[k]) for k in ("efficacy", "specificity", "locality")}
+    spec, loc = d["specificity"] == "better", d["locality"] == "better"
+    advantage = spec and d["locality"] != "worse"
+    answer = ("no" if not (spec or loc) else "partly" if not advantage
+              else "yes" if d["efficacy"] != "worse" else "yes, at a cost in efficacy")
+    parts = [_fmt(k, vs_memit[k]) + f" ({d[k]})" for k in ("efficacy", "specificity", "locality")]
+    cost = vs_plain["efficacy"]
+    return dict(question=question, answer=answer,
+                evidence=f"Calibrated AlphaEdit − MEMIT after {edits} edits, paired 95% intervals: " + "; ".join(parts)
+                + f". Calibrated − plain AlphaEdit: {_fmt('efficacy', cost)} ({direction(cost)}).")

@@ -5,11 +5,15 @@ version of targets.py or the per-request implementation, alternated with the ins
     python benchmarks/edit_speed.py --models smollm2-135m-instruct qwen2.5-coder-0.5b-instruct --batch 100 \
         --out benchmarks/results/edit_speed-{model}-after.md
     python benchmarks/edit_speed.py --models smollm2-135m-instruct --batch 25 --before old_targets.py
+    python benchmarks/edit_speed.py --models smollm2-135m-instruct --batch 100 \
+        --variant '{"target_stop": "most_probable"}' --out benchmarks/results/mpes_speed-{model}.md
 
 Each model runs in its own process (so that peak memory is the model's). The projectors come from the statistics
 measured here (`--stats-tokens` tokens) unless the cache holds the preset's: the solve's time depends on the
 shapes, not on the values. `--before PATH` times the batch's targets with PATH's `compute_targets` and the installed
-one, alternately (`--rounds` times each), and prints the ratio; `--reference N` times the per-request version on N
+one, alternately (`--rounds` times each), and prints the ratio; `--variant JSON` does the same for the batch's
+targets under the preset with those hyperparameters changed (e.g. MPES, the most-probable stopping rule), with the
+Adam steps per request of each; `--reference N` times the per-request version on N
 requests. Prints markdown tables (with date, load average, threads, torch version); `--out` writes them, `{model}`
 in the path is replaced by the model's name.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
+import json
 import os
 import platform
 import resource
@@ -88,6 +93,27 @@ def run_model(args, name: str) -> str:
             ("max abs z difference, before vs installed", float((r_old.z - r_new.z).abs().max()), ""),
             ("requests with the same number of steps, before vs installed", int((r_old.steps == r_new.steps).sum()), f"of {n}"),
         ]
+    if args.variant:  # targets only, alternated: the preset, the variant, the preset, the variant, ...
+        changed = json.loads(args.variant)
+        hp_variant = hp.replace(**changed)
+        t_base, t_var = [], []
+        for _ in range(args.rounds):
+            t0 = time.perf_counter()
+            r_base = compute_targets(model, tok, adapter, requests, editor.templates, hp)
+            t_base.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            r_var = compute_targets(model, tok, adapter, requests, editor.templates, hp_variant)
+            t_var.append(time.perf_counter() - t0)
+        ratios = sorted(b / v for b, v in zip(t_base, t_var))
+        extra += [
+            ("targets, preset (s per request; rounds)", min(t_base) / n, ", ".join(f"{t / n:.3f}" for t in t_base)),
+            (f"targets, variant {json.dumps(changed)} (s per request; rounds)", min(t_var) / n,
+             ", ".join(f"{t / n:.3f}" for t in t_var)),
+            ("speed-up of the targets, per round (x)", ratios[len(ratios) // 2], ", ".join(f"{r:.3f}" for r in ratios)),
+            ("mean Adam steps per request, preset", float(r_base.steps.float().mean()), ""),
+            ("mean Adam steps per request, variant", float(r_var.steps.float().mean()), ""),
+            ("requests that stop earlier with the variant", int((r_var.steps < r_base.steps).sum()), f"of {n}"),
+        ]
     if args.reference:
         m = min(args.reference, n)
         t0 = time.perf_counter()
@@ -129,7 +155,10 @@ def main() -> None:
     ap.add_argument("--preset", default=None, help="hparams preset (default: each model's)")
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--before", default=None, help="another targets.py to time against the installed one")
-    ap.add_argument("--rounds", type=int, default=1, help="alternating rounds with --before")
+    ap.add_argument("--rounds", type=int, default=1, help="alternating rounds with --before or --variant")
+    ap.add_argument("--variant", default=None, metavar="JSON",
+                    help='hyperparameters to change for a second timing of the targets, e.g. \'{"target_stop": '
+                         '"most_probable"}\'')
     ap.add_argument("--reference", type=int, default=0, help="requests timed through the per-request version")
     ap.add_argument("--stats-tokens", type=int, default=10_000, help="tokens for the statistics (and projectors)")
     ap.add_argument("--threads", type=int, default=None)

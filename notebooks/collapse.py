@@ -135,7 +135,7 @@ from alphaedit_core.metrics import summarize
 from alphaedit_core.metrics.paired import paired_differences, plot_paired_differences
 from alphaedit_core.paths import cache_dir
 from alphaedit_core.study import ROOT, run_notebook, sync_pair
-from alphaedit_core.verdicts import FAMILIES, c7_why, n1_norm_growth, onsets
+from alphaedit_core.verdicts import FAMILIES, c7_why, calibrated_preservation, n1_norm_growth, onsets
 
 PLAIN, MEMIT = "alphaedit", "memit"
 model_dir = label or model.replace("/", "--")
@@ -428,7 +428,7 @@ if cap:
     display(ppl.pivot_table(index=["stream", "edits"], columns="corpus", values="perplexity").round(3).reindex(
         order, level=0))
 
-# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-collapse-norm-growth", "caption": "Norm growth and the collapse. **Left:** ‖W − W⁰‖/‖W⁰‖ of the last edited layer after each batch, per stream. **Middle:** mean ‖z − h0‖ of each batch's targets. **Right:** rewrite_acc at each milestone against the norm at that milestone, one path per stream (edits increase along the path). Look at whether the streams that grow less keep their accuracy longer, and whether, at equal norm, the streams lose the same accuracy."}, "image": {"alt": "Three charts side by side. Left: relative weight change against the number of edits, one line per stream. Middle: mean target shift against the number of edits, one line per stream. Right: rewrite accuracy against relative weight change, one path with markers per stream."}}
+# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-collapse-norm-growth", "caption": "Norm growth and the collapse. **Left:** \u2016W \u2212 W\u2070\u2016/\u2016W\u2070\u2016 of the last edited layer after each batch, per stream. **Middle:** mean \u2016z \u2212 h0\u2016 of each batch's targets. **Right:** rewrite_acc at each milestone against the norm at that milestone, one path per stream (edits increase along the path). Look at whether the streams that grow less keep their accuracy longer, and whether, at equal norm, the streams lose the same accuracy."}, "image": {"alt": "Three charts side by side. Left: relative weight change against the number of edits, one line per stream. Middle: mean target shift against the number of edits, one line per stream. Right: rewrite accuracy against relative weight change, one path with markers per stream."}}
 last_rows = diag[diag.layer == diag.stream.map(last_layer)]
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
 sns.lineplot(last_rows, x="edits", y="relative_change", hue="stream", hue_order=order, ax=axes[0], legend=False)
@@ -526,6 +526,11 @@ closing
 # editing worse at the start must reach plain AlphaEdit's onset later. MEMIT is quoted beside them, not pooled.
 # Verdicts: all three → reproduced; tracking or postponement → partly reproduced; neither → not reproduced; not
 # testable here until plain AlphaEdit and a stabilised stream have reached 1,000 edits and the planned number.
+#
+# The calibrated stream's question (`calibrated_preservation`) is decided at its last milestone, once it has reached
+# the planned number of edits: against MEMIT, specificity better with locality not worse is the paper's preservation
+# advantage ("yes", or "yes, at a cost in efficacy" when its efficacy is below MEMIT's); specificity or locality
+# better alone → "partly"; neither → "no". Its efficacy minus plain AlphaEdit's is the cost of calibrating.
 
 # %%
 def series(stream_name: str, family: str, metric: str) -> dict[int, float]:
@@ -541,6 +546,25 @@ norms = {s: {int(e): float(r) for e, r in zip(g.edits, g.relative_change) if e i
 n_planned = plain_summary["n_edits_planned"] if plain_summary else setting["n_edits"]
 claims = {"N1": n1_norm_growth(scores, norms, n_planned, stabilisers)}
 why = {"C7": c7_why(scores, norms, n_planned, stabilisers)}
+
+
+def last_rows_of(table: pd.DataFrame, stream_name: str) -> tuple[int, dict[str, dict]]:
+    """The stream's paired rows at its last paired milestone, keyed by metric: official efficacy and specificity,
+    EasyEdit locality."""
+    judged = {("official", "efficacy"), ("official", "specificity"), ("easyedit", "locality")}
+    t = table[(table.stream == stream_name) & pd.Series([k in judged for k in zip(table.family, table.metric)],
+                                                        index=table.index, dtype=bool)]
+    if not len(t):
+        return 0, {}
+    at = int(t.edits.max())
+    return at, {r.metric: dict(diff=r["diff"], ci_low=r.ci_low, ci_high=r.ci_high)
+                for _, r in t[t.edits == at].iterrows()}
+
+
+if CALIBRATED in streams:
+    at, calibrated_vs_memit = last_rows_of(vs_memit, CALIBRATED)
+    at_plain, calibrated_vs_plain = last_rows_of(paired, CALIBRATED)
+    why["calibrated"] = calibrated_preservation(calibrated_vs_memit, calibrated_vs_plain, min(at, at_plain), n_planned)
 summary = dict(model=model_dir, notebook="collapse",
                n_edits=min(reached[s] for s in [PLAIN, *stabilisers]) if stabilisers else 0, n_edits_planned=n_planned,
                edits_evaluated=reached, quick=quick, variants={v: variants[v] for v in stabilisers},
@@ -554,3 +578,5 @@ summary = dict(model=model_dir, notebook="collapse",
 for cid, c in claims.items():
     print(f"{cid}: {c['verdict']} — {c['evidence']}")
 print(f"C7, why: {why['C7']['answer']} — {why['C7']['evidence']}")
+if "calibrated" in why:
+    print(f"calibrated P: {why['calibrated']['answer']} — {why['calibrated']['evidence']}")

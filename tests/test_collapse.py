@@ -226,6 +226,11 @@ def test_collapse_notebook_runs_the_variants_compares_them_and_resumes(tiny_setu
     assert set(paired.stream) == set(others) and set(paired.edits) == {2, 4}
     versus = pd.read_csv(out / "paired_vs_memit.csv")  # plain, ablations and calibrated against MEMIT
     assert set(versus.stream) == {"alphaedit", "no-cache", "calibrated"} and (versus.n_only_a == 0).all()
+    # the calibrated question is decided on those rows at the planned 4 edits (the rule's cases: test_verdicts.py)
+    answer = summary["why"]["calibrated"]
+    spec = versus[(versus.stream == "calibrated") & (versus.edits == 4) & (versus.metric == "specificity")].iloc[0]
+    assert answer["answer"] in {"yes", "yes, at a cost in efficacy", "partly", "no"}
+    assert f"specificity {spec['diff'] * 100:+.1f} points" in answer["evidence"] and "after 4 edits" in answer["evidence"]
     # batch 1 without cache_c is plain AlphaEdit's batch 1 (nothing accumulated yet): the same edits land
     first = versus[(versus.edits == 2) & (versus.metric == "efficacy")].set_index("stream")
     assert first.loc["no-cache", "mean_a"] == first.loc["alphaedit", "mean_a"]

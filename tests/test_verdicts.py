@@ -138,3 +138,39 @@ def test_p3_closer_at_every_layer():
     assert p3_representations({"layer 8": closer, "layer 29": farther}, 2000)["verdict"] == "partly reproduced"
     assert p3_representations({"layer 8": farther}, 2000)["verdict"] == "not reproduced"
     assert p3_representations({"layer 8": closer}, 100)["verdict"] == "not testable here"
+
+
+# ---------------------------------------------------------------- the calibrated projector's question (issue 12)
+
+def _row(lo: float, hi: float) -> dict:
+    return dict(diff=(lo + hi) / 2, ci_low=lo, ci_high=hi)
+
+
+C_UP, C_DOWN, C_FLAT = _row(0.02, 0.06), _row(-0.06, -0.02), _row(-0.02, 0.02)
+
+
+@pytest.mark.parametrize("eff, spec, loc, answer", [
+    (C_FLAT, C_UP, C_FLAT, "yes"),                          # better specificity, locality not worse, efficacy kept
+    (C_UP, C_UP, C_UP, "yes"),
+    (C_DOWN, C_UP, C_FLAT, "yes, at a cost in efficacy"),   # the advantage bought with efficacy
+    (C_FLAT, C_UP, C_DOWN, "partly"),                       # specificity better, locality worse: half an advantage
+    (C_FLAT, C_FLAT, C_UP, "partly"),                       # locality better alone
+    (C_FLAT, C_FLAT, C_FLAT, "no"),
+    (C_UP, C_DOWN, C_DOWN, "no"),                           # edits better, preservation worse: not the paper's advantage
+])
+def test_calibrated_preservation_answers(eff, spec, loc, answer):
+    from alphaedit_core.verdicts import calibrated_preservation
+    out = calibrated_preservation(dict(efficacy=eff, specificity=spec, locality=loc), dict(efficacy=C_DOWN), 2000, 2000)
+    assert out["answer"] == answer
+    assert "Calibrated − plain AlphaEdit: efficacy -4.0 points [-6.0, -2.0] (worse)" in out["evidence"]
+
+
+def test_calibrated_preservation_waits_for_the_planned_stream_and_needs_its_rows():
+    from alphaedit_core.verdicts import calibrated_preservation
+    rows = dict(efficacy=C_UP, specificity=C_UP, locality=C_UP)
+    early = calibrated_preservation(rows, dict(efficacy=C_FLAT), 1000, 2000)
+    assert early["answer"] == "not testable here" and "1000 of 2000" in early["evidence"]
+    with pytest.raises(ValueError, match="locality"):
+        calibrated_preservation(dict(efficacy=C_UP, specificity=C_UP), dict(efficacy=C_FLAT), 2000, 2000)
+    with pytest.raises(ValueError, match="efficacy"):
+        calibrated_preservation(rows, {}, 2000, 2000)
