@@ -141,7 +141,7 @@ g.figure.savefig(out / "definitions.png", dpi=120, bbox_inches="tight")
 # Each gap is the difference between two definitions of the same quantity on the same edited model; the table after
 # the code says whether the two come from different frameworks, from one framework, or differ only in timing.
 
-# %% tags=["hide-input", "remove-output", "study-after-gaps-table"]
+# %% tags=["hide-input", "remove-output", "study-after-gaps-table", "study-after-seen-gaps"]
 def get(quantity_key, timing="after_sequence"):
     return float(side.loc[QUANTITY[quantity_key], timing])
 

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/check_book.py                      # build the book, then check every page
     .venv/bin/python scripts/check_book.py --no-build           # check book/_build/html as it is
     .venv/bin/python scripts/check_book.py --html DIR           # check another build (e.g. a quick run's book)
-    .venv/bin/python scripts/check_book.py --screenshots /tmp/shots --shoot intro   # also save screenshots
+    .venv/bin/python scripts/check_book.py --screenshots /tmp/shots --shoot intro.html   # also save screenshots
 
 Every page of the built HTML is served from 127.0.0.1 and opened in headless Chromium at 1400 px and 390 px
 wide (a desktop and a phone), with every fold opened (code cells, dropdowns). A page fails on:

@@ -241,6 +241,18 @@ def test_result_role_reads_files_and_reports_what_is_missing(tmp_path):
                 "edit_count/diag.csv | seconds | | nosuchformat", "edit_count/diag.csv | median(seconds) | "):
         with pytest.raises(sr.ResultError):
             sr.resolve_result(ctx, bad)
+    # a paired difference with its interval, and a signed number
+    (model / "edit_count" / "paired.csv").write_text("edits,metric,diff,ci_low,ci_high\n100,efficacy,0.07,0.0199,0.12\n"
+                                                     "100,locality,-0.081,-0.113,-0.051\n")
+    paired = "edit_count/paired.csv | interval | edits=100, metric="
+    assert sr.resolve_result(ctx, paired + "efficacy | pts") == ("+7.0 points [+2.0, +12.0]", True)
+    assert sr.resolve_result(ctx, paired + "locality | signed") == ("-0.081 [-0.113, -0.051]", True)
+    assert sr.resolve_result(ctx, "edit_count/paired.csv | diff | metric=locality | signed") == ("-0.081", True)
+    assert sr.resolve_result(ctx, paired + "fluency | pts")[1] is False
+    assert sr.resolve_result(ctx, "edit_count/diag.csv | interval | method=a, batch=0, layer=4 | pts")[1] is False
+    for bad in (paired + "efficacy | pct", "edit_count/paired.csv | interval | edits=100 | pts"):
+        with pytest.raises(sr.ResultError):
+            sr.resolve_result(ctx, bad)
 
 
 def test_provenance_is_recorded_and_shown(tmp_path):
@@ -264,3 +276,119 @@ def test_provenance_is_recorded_and_shown(tmp_path):
     shown = sr.block_provenance(ctx)
     assert (record["git_commit"] or "")[:10] in shown and "not recorded" not in shown.split("\n")[2]
     assert "min" in sr.block_costs(ctx)
+
+
+def test_what_we_see_blocks_describe_planted_results(tmp_path):
+    """The generated "What we see" paragraphs say what planted tables contain (directions, stretches, ratios)."""
+    import study_results as sr
+
+    out = tmp_path / "results" / MODEL / "edit_count"
+    out.mkdir(parents=True)
+    rows = ["edits,family,prompt_kind,metric,diff,ci_low,ci_high"]
+    for e, lo, hi in ((100, 0.02, 0.08), (200, 0.01, 0.05), (500, -0.02, 0.03)):
+        rows.append(f"{e},official,rewrite,efficacy,{(lo + hi) / 2},{lo},{hi}")
+    for e, lo, hi in ((100, -0.10, -0.06), (200, -0.03, 0.01), (500, 0.01, 0.03)):
+        rows.append(f"{e},easyedit,neighborhood,locality,{(lo + hi) / 2},{lo},{hi}")
+    (out / "paired_differences.csv").write_text("\n".join(rows) + "\n")
+    ctx = sr.Ctx(book=tmp_path, model_rel=f"results/{MODEL}")
+    seen = sr.render_block("seen-paired", ctx)
+    assert ("**official efficacy**: AlphaEdit higher at 100 and 200 edits (up to +5.0 points [+2.0, +8.0] at 100); "
+            "not distinguishable at 500 edits.") in seen
+    assert ("**EasyEdit locality**: AlphaEdit lower at 100 edits (up to -8.0 points [-10.0, -6.0] at 100); not "
+            "distinguishable at 200 edits; higher at 500 edits (up to +2.0 points [+1.0, +3.0] at 500).") in seen
+    assert "higher in 2 and lower in 0 of 3 comparisons" in seen and "higher in 1 and lower in 1 of 3" in seen
+
+    diag = ["method,batch,edits,layer,relative_change,condition,drift,residual_left"]
+    for m, w, d, c, r in (("alphaedit", 0.6, 0.3, 500.0, 0.2), ("memit", 0.2, 0.1, 1000.0, 0.5)):
+        for b, e in ((0, 100), (1, 200)):
+            for layer in (4, 5):
+                diag.append(f"{m},{b},{e},{layer},{w * (b + 1) * (layer - 3)},{c * (b + 1)},{d * (b + 1)},{r}")
+    (out / "diagnostics.csv").write_text("\n".join(diag) + "\n")
+    (out / "summary.json").write_text(json.dumps({"milestones": [100, 200]}))
+    seen = sr.render_block("seen-diagnostics", ctx)
+    assert "After 200 edits AlphaEdit's weights have moved further than MEMIT's" in seen
+    assert "‖W − W⁰‖/‖W⁰‖ is 2.400 against 0.800 (×3.0" in seen and "drifted ×3.0 as far" in seen
+    assert "goes from 500 at 100 edits to 1,000" in seen and "leaves 20% of the residual" in seen
+    assert "different points of one trade-off" in seen  # 30 points apart
+    (out / "diagnostics.csv").write_text("\n".join(d.replace(",0.5", ",0.25") for d in diag) + "\n")  # MEMIT 25%
+    assert "different points" not in sr.render_block("seen-diagnostics", ctx)  # 5 points apart: no claim
+
+    ppl = ["method,edits,corpus,perplexity"] + [f"{m},0,fortunes,40.0" for m in ("alphaedit", "memit")] + \
+          ["alphaedit,200,fortunes,60.0", "memit,200,fortunes,44.0"]
+    (out / "perplexity.csv").write_text("\n".join(ppl) + "\n")
+    seen = sr.render_block("seen-capability", ctx)
+    assert "fortunes ×1.50 (AlphaEdit) and ×1.10 (MEMIT) of the unedited model's 40.0" in seen
+
+
+def test_what_we_see_blocks_of_the_projector_the_definitions_and_the_accuracy(tmp_path):
+    import study_results as sr
+
+    model = tmp_path / "results" / MODEL
+    for d in ("projection_check", "metric_definitions", "edit_count"):
+        (model / d).mkdir(parents=True)
+    (model / "projection_check" / "projection.csv").write_text(
+        "layer,kept_share,energy_kept,ratio_heldout_mean,ratio_edit_keys_mean,ratio_random_mean\n"
+        "5,0.6,0.2,0.4,0.8,0.9\n4,0.8,0.4,0.6,0.8,0.95\n")
+    (model / "projection_check" / "threshold_sweep.csv").write_text(
+        "layer,threshold,kept_share,ratio_heldout_mean\n" + "".join(
+            f"{l},{t},{k},{r}\n" for l in (4, 5) for t, k, r in ((0.001, 0.0, 0.0), (0.002, 0.01, 0.05),
+                                                                 (0.02, 0.7, 0.5))))
+    ctx = sr.Ctx(book=tmp_path, model_rel=f"results/{MODEL}")
+    seen = sr.render_block("seen-projector", ctx)
+    assert "From layer 4 to layer 5 P keeps 80% to 60% of the directions, holding 40% to 20%" in seen
+    assert "keeps 62% as much of its norm" in seen  # 0.5 / 0.8
+    assert "largest threshold whose leak stays under 0.1 is 0.002; it keeps 1.0% of the directions" in seen
+
+    (model / "metric_definitions" / "gaps.csv").write_text(
+        "choice,quantity,gap,abs_gap\n"
+        "P(true)>P(new) vs argmax unchanged,locality,0.4,0.4\n"
+        "partial credit vs all tokens right,edit success,-0.1,0.1\n"
+        "generation: contains vs exact match of the first answer span,edit success,0.7,0.7\n"
+        "right after the batch vs after the sequence,locality,0.05,0.05\n")
+    seen = sr.render_block("seen-gaps", ctx)
+    assert "between two frameworks, 40.0% (P(true)\\>P(new) vs argmax unchanged, locality)" in seen
+    assert "within one framework, 70.0%" in seen and "after the sequence, 5.0%" in seen
+
+    (model / "edit_count" / "metrics_by_edits.csv").write_text(
+        "method,edits,family,prompt_kind,metric,mean\n" + "".join(
+            f"{m},{e},official,rewrite,efficacy,{v}\n"
+            for m, vals in (("alphaedit", (0.1, 0.99, 0.9)), ("memit", (0.1, 0.9, 0.6)))
+            for e, v in zip((0, 100, 500), vals)))
+    seen = sr.render_block("seen-accuracy", ctx)
+    assert "from the first milestone (100 edits) to the last (500)" in seen
+    assert "**official efficacy**: AlphaEdit 99% → 90%, MEMIT 90% → 60% (unedited 10%)." in seen
+
+
+def test_what_this_means_says_whether_preservation_is_better_and_whether_the_edits_collapsed(tmp_path):
+    import study_results as sr
+
+    out = tmp_path / "results" / MODEL / "edit_count"
+    out.mkdir(parents=True)
+    rows = ["method,edits,family,prompt_kind,metric,mean,ci_low,ci_high"]
+    for m, eff, rw in (("alphaedit", (0.99, 0.95), (0.9, 0.7)), ("memit", (0.9, 0.8), (0.8, 0.5))):
+        for e, a, b in zip((100, 500), eff, rw):
+            rows += [f"{m},{e},official,rewrite,efficacy,{a},{a - 0.01},{a + 0.01}",
+                     f"{m},{e},easyedit,rewrite,rewrite_acc,{b},{b - 0.01},{b + 0.01}"]
+    (out / "metrics_by_edits.csv").write_text("\n".join(rows) + "\n")
+    (out / "onsets.csv").write_text("method,measure,first,drop,collapse,last\n"
+                                    "alphaedit,easyedit: rewrite_acc,100,500,,500\n"
+                                    "memit,easyedit: rewrite_acc,100,500,,500\n")
+    (out / "paired_differences.csv").write_text(
+        "edits,family,prompt_kind,metric,diff,ci_low,ci_high\n"
+        "100,official,neighborhood,specificity,-0.04,-0.06,-0.02\n500,easyedit,neighborhood,locality,0.0,-0.02,0.02\n")
+    ctx = sr.Ctx(book=tmp_path, model_rel=f"results/{MODEL}")
+    text = sr.render_block("what-this-means", ctx)
+    assert "stayed above half its first-milestone value through 500 edits for both methods" in text
+    assert "higher than MEMIT's in 0 and lower in 1 of 2 milestone comparisons" in text
+    assert "largest deficit -4.0 points [-6.0, -2.0], specificity at 100 edits" in text
+    assert "does not appear in this stream" in text
+    (out / "paired_differences.csv").write_text(
+        "edits,family,prompt_kind,metric,diff,ci_low,ci_high\n100,official,neighborhood,specificity,0.04,0.02,0.06\n")
+    assert "does not appear" not in sr.render_block("what-this-means", ctx)
+    (out / "onsets.csv").write_text("method,measure,first,drop,collapse,last\n"
+                                    "alphaedit,easyedit: rewrite_acc,100,500,,500\n"
+                                    "memit,easyedit: rewrite_acc,100,500,500,500\n")
+    text = sr.render_block("what-this-means", ctx)
+    assert ("EasyEdit rewrite_acc: MEMIT's fell below half its first-milestone value at 500 edits; AlphaEdit's "
+            "stayed above half of it through 500 edits: AlphaEdit postpones that collapse beyond the stream so far."
+            ) in text

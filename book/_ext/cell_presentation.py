@@ -41,7 +41,8 @@ def _figure(name: str, caption: str, alt: str) -> dict:
 OVERLAY: dict[str, list[tuple[str, dict]]] = {
     "edit_count": [
         (r"^import hashlib", {"tags": ["hide-input", "remove-output", "study-after-chapter-settings"]}),
-        (r"^raw = pd\.concat", {"tags": ["hide-input", "study-figure-only", "study-after-accuracy-table"],
+        (r"^raw = pd\.concat", {"tags": ["hide-input", "study-figure-only", "study-after-accuracy-table",
+                                          "study-after-seen-accuracy"],
                                 **_figure(
             "fig-accuracy-vs-edits",
             "Accuracy against the number of sequential edits, AlphaEdit and MEMIT from the same weights. One panel "
@@ -53,7 +54,8 @@ OVERLAY: dict[str, list[tuple[str, dict]]] = {
             "A grid of small line charts, one per measure, each plotting the mean score (vertical axis) against "
             "the number of sequential edits (horizontal axis) for AlphaEdit and MEMIT, with shaded confidence "
             "bands.")}),
-        (r"^diag = pd\.concat", {"tags": ["hide-input", "study-figure-only", "study-after-diagnostics-table"],
+        (r"^diag = pd\.concat", {"tags": ["hide-input", "study-figure-only", "study-after-diagnostics-table",
+                                          "study-after-seen-diagnostics"],
                                  **_figure(
             "fig-edit-diagnostics",
             "What goes with the loss of accuracy, per edit batch and edited layer (line style), for each method "
@@ -64,7 +66,7 @@ OVERLAY: dict[str, list[tuple[str, dict]]] = {
             "condition number and drift on logarithmic vertical axes, one line per method and layer, with a "
             "legend of methods and layers to the right.")}),
         (r"^onset = pd\.DataFrame", {"tags": ["hide-input", "remove-output", "study-after-onsets-table"]}),
-        (r"^raw_edited = raw\[", {"tags": ["hide-input"], **_figure(
+        (r"^raw_edited = raw\[", {"tags": ["hide-input", "study-figure-only", "study-after-seen-paired"], **_figure(
             "fig-paired-differences",
             "AlphaEdit − MEMIT on the same evaluated records at each milestone, one panel per measure: the mean "
             "per-record difference with its paired bootstrap 95% interval, and the zero line (no difference). "
@@ -73,7 +75,7 @@ OVERLAY: dict[str, list[tuple[str, dict]]] = {
             "A grid of small charts, one per measure, each plotting the paired difference AlphaEdit minus MEMIT "
             "(vertical axis) against the number of edits (horizontal axis) as points with interval bars, around a "
             "horizontal zero line.")}),
-        (r"^def tidy\(", {"tags": ["hide-input"], **_figure(
+        (r"^def tidy\(", {"tags": ["hide-input", "study-figure-only", "study-after-seen-capability"], **_figure(
             "fig-capability",
             "General capability and hidden representations against the number of edits. Left: perplexity on two "
             "held-out text sources the statistics never saw (fortunes, WordNet glosses), per method. Right: the "

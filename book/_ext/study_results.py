@@ -32,6 +32,8 @@ CHAPTER_TITLES = {
     "projection_check": "The projector P",
     "edit_count": "How many sequential edits",
     "metric_definitions": "Every metric definition",
+    "operating_points": "Operating points",
+    "collapse": "Why the stream collapses",
     "claims_ledger": "Claims ledger",
 }
 # One vocabulary for every verdict in the book: the notebooks' and the ledger's words, defined once.
@@ -749,6 +751,222 @@ def _compare(a: pd.Series, b: pd.Series) -> int:
     return 1 if a["ci_low"] > b["ci_high"] else -1 if a["ci_high"] < b["ci_low"] else 0
 
 
+def _direction(row) -> int:
+    """+1 when a paired difference's interval lies above 0, -1 below, 0 when it contains 0."""
+    return 1 if row["ci_low"] > 0 else -1 if row["ci_high"] < 0 else 0
+
+
+def _spans(edits: list[int]) -> str:
+    """Milestones as text: "100", "100 and 200", "100–1,500" (consecutive milestones of the stream)."""
+    if len(edits) == 1:
+        return f"{edits[0]:,}"
+    return f"{edits[0]:,} and {edits[1]:,}" if len(edits) == 2 else f"{edits[0]:,}–{edits[-1]:,}"
+
+
+def _pts(row) -> str:
+    return signed((row["diff"], row["ci_low"], row["ci_high"]), 100.0, 1, " points")
+
+
+def block_seen_accuracy(ctx: Ctx) -> str:
+    """What the accuracy figure shows: each method's level at the first and the last milestone, per headline
+    measure, and the unedited model's."""
+    df = _by_edits(ctx)
+    if df is None:
+        return missing(f"no {ctx.model_rel}/edit_count/metrics_by_edits.csv") + "\n"
+    edited = sorted(e for e in df["edits"].unique() if e > 0)
+    if not edited:
+        return missing("no edited milestone in metrics_by_edits.csv") + "\n"
+    first, last = int(edited[0]), int(edited[-1])
+    lines = []
+    for fam, kind, metric, name in MEASURES:
+        parts = []
+        for method in dict.fromkeys(df["method"]):
+            a, b = _value(df, method, first, fam, kind, metric), _value(df, method, last, fam, kind, metric)
+            if a is not None and b is not None:
+                parts.append(f"{label(method)} {pct(a['mean'], 0)} → {pct(b['mean'], 0)}")
+        base = _value(df, df["method"].iloc[0], 0, fam, kind, metric)
+        if parts:
+            lines.append(f"- **{esc(name)}**: " + ", ".join(parts)
+                         + (f" (unedited {pct(base['mean'], 0)})" if base is not None else "") + ".")
+    return (f"**What we see.** Each measure from the first milestone ({first:,} edits) to the last ({last:,}):\n\n"
+            + "\n".join(lines) + "\n")
+
+
+def block_seen_projector(ctx: Ctx) -> str:
+    """What the projector figure shows: per layer, the directions P keeps, their energy and the leak of held-out
+    preserved keys, against the edit keys and random directions; the sweep's protecting threshold."""
+    df = ctx.csv("projection_check/projection.csv")
+    if df is None or df.empty:
+        return missing(f"no {ctx.model_rel}/projection_check/projection.csv") + "\n"
+    df = df.sort_values("layer")
+    lo, hi = df.iloc[0], df.iloc[-1]
+    text = (f"**What we see.** From layer {int(lo['layer'])} to layer {int(hi['layer'])} P keeps "
+            f"{pct(lo['kept_share'], 0)} to {pct(hi['kept_share'], 0)} of the directions, holding "
+            f"{pct(lo['energy_kept'], 0)} to {pct(hi['energy_kept'], 0)} of the keys' energy. Held-out preserved keys "
+            f"keep {num(lo['ratio_heldout_mean'])} to {num(hi['ratio_heldout_mean'])} of their norm through P, the "
+            f"keys of the edits {num(lo['ratio_edit_keys_mean'])} to {num(hi['ratio_edit_keys_mean'])} and random "
+            f"directions {num(lo['ratio_random_mean'])} to {num(hi['ratio_random_mean'])}. ")
+    share = df["ratio_heldout_mean"].mean() / df["ratio_edit_keys_mean"].mean()
+    text += (f"On average a preserved key keeps {pct(share, 0)} as much of its norm through P as a key of the edits "
+             "does; a projector onto the preserved keys' null space would keep none of it. ")
+    sweep = ctx.csv("projection_check/threshold_sweep.csv")
+    if sweep is not None and {"threshold", "ratio_heldout_mean", "kept_share"} <= set(sweep.columns):
+        by = sweep.groupby("threshold")[["ratio_heldout_mean", "kept_share"]].mean()
+        ok = by[(by["ratio_heldout_mean"] < 0.1) & (by["kept_share"] > 0)]
+        if len(ok):
+            t = ok.index.max()
+            text += (f"In the threshold sweep the largest threshold whose leak stays under 0.1 is {t:g}; it keeps "
+                     f"{pct(ok.loc[t, 'kept_share'])} of the directions.")
+        else:
+            text += "No threshold of the sweep brings the leak under 0.1 while keeping any direction."
+    return text + f" Source: {ctx.download('projection_check/projection.csv')}.\n"
+
+
+def block_seen_gaps(ctx: Ctx) -> str:
+    """What the definitions figure and the gaps table show: the largest gap between frameworks, within one, and
+    from the timing of the scoring."""
+    gaps = ctx.csv("metric_definitions/gaps.csv")
+    if gaps is None or gaps.empty:
+        return missing(f"no {ctx.model_rel}/metric_definitions/gaps.csv") + "\n"
+    gaps = gaps.assign(kind=gaps["choice"].map(GAP_KIND).fillna("unclassified"))
+    parts = []
+    for start, what in (("between", "between two frameworks"), ("within", "within one framework"),
+                        ("timing", "from scoring right after each batch instead of after the sequence")):
+        sub = gaps[gaps["kind"].str.startswith(start)]
+        if len(sub):
+            r = sub.loc[sub["abs_gap"].idxmax()]
+            parts.append(f"{what}, {pct(r['abs_gap'])} ({esc(r['choice'])}, {esc(r['quantity'])})")
+    return ("**What we see.** The largest difference " + "; ".join(parts) + ". A probability comparison credits an "
+            "edit once the new object beats the old one, a token accuracy only when every target token is the "
+            "model's top choice, and a generated answer only when the model produces it unprompted: three tests of one "
+            "edit, of different strictness, and the gaps measure how much that choice alone moves the number.\n")
+
+
+def block_seen_paired(ctx: Ctx) -> str:
+    """What the paired AlphaEdit − MEMIT figure shows, measure by measure: at which milestones AlphaEdit is higher,
+    lower or not distinguishable (paired 95% interval), with the largest difference of each stretch."""
+    df = ctx.csv("edit_count/paired_differences.csv")
+    if df is None or df.empty:
+        return missing(f"no {ctx.model_rel}/edit_count/paired_differences.csv") + "\n"
+    words = {1: "higher", -1: "lower", 0: "not distinguishable"}
+    lines, tally = [], {}
+    for fam, kind, metric, name in MEASURES:
+        sub = df[(df["family"] == fam) & (df["metric"] == metric)].sort_values("edits")
+        if sub.empty:
+            continue
+        stretches: list[tuple[int, list]] = []
+        for _, r in sub.iterrows():
+            d = _direction(r)
+            if stretches and stretches[-1][0] == d:
+                stretches[-1][1].append(r)
+            else:
+                stretches.append((d, [r]))
+        parts = []
+        for d, rows in stretches:
+            big = max(rows, key=lambda r: abs(r["diff"]))
+            where = _spans([int(r["edits"]) for r in rows])
+            parts.append(f"{words[d]} at {where} edits" + (f" (up to {_pts(big)} at {int(big['edits']):,})"
+                                                            if d else ""))
+        tally[metric] = [d for d, rows in stretches for _ in rows]
+        lines.append(f"- **{esc(name)}**: AlphaEdit " + "; ".join(parts) + ".")
+    if not lines:
+        return missing("no measure of the edit-count tables in paired_differences.csv") + "\n"
+    edit_m = [m for m in ("efficacy", "generalization", "rewrite_acc", "rephrase_acc") if m in tally]
+    keep_m = [m for m in ("specificity", "locality") if m in tally]
+    summary = []
+    if edit_m:
+        n = sum(len(tally[m]) for m in edit_m)
+        summary.append(f"in the edit measures AlphaEdit is higher in {sum(d == 1 for m in edit_m for d in tally[m])} "
+                       f"and lower in {sum(d == -1 for m in edit_m for d in tally[m])} of {n} comparisons")
+    if keep_m:
+        n = sum(len(tally[m]) for m in keep_m)
+        summary.append(f"in the preservation measures (specificity, locality) higher in "
+                       f"{sum(d == 1 for m in keep_m for d in tally[m])} and lower in "
+                       f"{sum(d == -1 for m in keep_m for d in tally[m])} of {n}")
+    head = ("**What we see.** AlphaEdit − MEMIT on the same records at each milestone, paired 95% intervals; "
+            "\"not distinguishable\" means the interval contains zero. In short, " + "; ".join(summary) + ".")
+    return head + "\n\n" + "\n".join(lines) + f"\n\nSource: {ctx.download('edit_count/paired_differences.csv')}.\n"
+
+
+def block_seen_diagnostics(ctx: Ctx) -> str:
+    """What the diagnostics figure shows: how far each method's weights moved and how far the edited layers'
+    outputs on held-out preserved keys drifted, at the last milestone both reached; conditioning; residual."""
+    df = ctx.csv("edit_count/diagnostics.csv")
+    if df is None or not {"alphaedit", "memit"} <= set(df["method"]):
+        return missing(f"no {ctx.model_rel}/edit_count/diagnostics.csv for both methods") + "\n"
+    milestones = (ctx.json("edit_count/summary.json") or {}).get("milestones") or sorted(df["edits"].unique())
+    both = sorted(set(df[df["method"] == "alphaedit"]["edits"]) & set(df[df["method"] == "memit"]["edits"])
+                  & set(milestones))
+    if not both:
+        return missing("no milestone that both methods reached in diagnostics.csv") + "\n"
+    at, first = both[-1], both[0]
+    top = int(df["layer"].max())
+    row = lambda m, e, l=top: df[(df["method"] == m) & (df["edits"] == e) & (df["layer"] == l)].iloc[0]
+    a, m = row("alphaedit", at), row("memit", at)
+    mean = lambda meth, col: float(df[(df["method"] == meth) & (df["edits"] == at)][col].mean())
+    ratio_w = mean("alphaedit", "relative_change") / mean("memit", "relative_change")
+    ratio_d = mean("alphaedit", "drift") / mean("memit", "drift")
+    further = "further than" if ratio_w > 1 else "less far than"
+    text = (f"**What we see.** After {at:,} edits AlphaEdit's weights have moved {further} MEMIT's: at the last "
+            f"edited layer ({top}) ‖W − W⁰‖/‖W⁰‖ is {num(a['relative_change'], 3)} against "
+            f"{num(m['relative_change'], 3)} (×{ratio_w:.1f} on average over the edited layers), and the edited "
+            f"layers' outputs on held-out preserved keys have drifted ×{ratio_d:.1f} as far ({num(a['drift'], 3)} "
+            f"against {num(m['drift'], 3)} at layer {top}). ")
+    if "condition" in df:
+        c = lambda meth, e: float(df[(df["method"] == meth) & (df["edits"] == e)]["condition"].mean())
+        text += (f"The condition number of AlphaEdit's solved system goes from {num(c('alphaedit', first), 0)} at "
+                 f"{first:,} edits to {num(c('alphaedit', at), 0)} (it accumulates the keys of every earlier edit); "
+                 f"MEMIT's goes from {num(c('memit', first), 0)} to {num(c('memit', at), 0)}. ")
+    if "residual_left" in df:
+        r = df.drop_duplicates(["method", "batch"]).groupby("method")["residual_left"].mean()
+        text += (f"Averaged over the batches, AlphaEdit leaves {pct(r['alphaedit'], 0)} of the residual between the "
+                 f"targets and the current outputs unfitted, MEMIT {pct(r['memit'], 0)}")
+        gap = abs(r["alphaedit"] - r["memit"])
+        text += (f": the two solves sit at different points of one trade-off between fitting the edits and "
+                 f"leaving the rest alone (see {ctx.chapter('operating_points', 'the operating points')})."
+                 if gap > (verdict_rules() or {"drop": 0.10})["drop"] else ".")
+    return text + "\n"
+
+
+def block_seen_capability(ctx: Ctx) -> str:
+    """What the capability figure shows: held-out perplexity relative to the unedited model, and the hidden-state
+    distance at the last layer, at the last milestone."""
+    ppl = ctx.csv("edit_count/perplexity.csv")
+    hid = ctx.csv("edit_count/hidden_drift.csv")
+    if ppl is None or not {"alphaedit", "memit"} <= set(ppl["method"]):
+        return missing(f"no {ctx.model_rel}/edit_count/perplexity.csv for both methods") + "\n"
+    both = sorted(set(ppl[ppl["method"] == "alphaedit"]["edits"]) & set(ppl[ppl["method"] == "memit"]["edits"]) - {0})
+    if not both or 0 not in set(ppl["edits"]):
+        return missing("no edited milestone with an unedited reference in perplexity.csv") + "\n"
+    at = both[-1]
+    parts = []
+    for corpus in dict.fromkeys(ppl["corpus"]):
+        p = lambda meth, e: float(ppl[(ppl["method"] == meth) & (ppl["edits"] == e) & (ppl["corpus"] == corpus)]
+                                  ["perplexity"].iloc[0])
+        base = p("alphaedit", 0)
+        parts.append(f"{esc(corpus)} ×{p('alphaedit', at) / base:.2f} (AlphaEdit) and ×{p('memit', at) / base:.2f} "
+                     f"(MEMIT) of the unedited model's {base:.1f}")
+    text = f"**What we see.** After {at:,} edits the held-out perplexity is " + "; ".join(parts) + ". "
+    if hid is not None and {"alphaedit", "memit"} <= set(hid["method"]):
+        top = int(hid["layer"].max())
+        d = hid[(hid["edits"] == at) & (hid["layer"] == top)].groupby("method")["relative_distance"].mean()
+        if {"alphaedit", "memit"} <= set(d.index):
+            text += (f"At the last layer ({top}) the hidden states are {num(d['alphaedit'], 3)} (AlphaEdit) and "
+                     f"{num(d['memit'], 3)} (MEMIT) of their norm away from the unedited model's. ")
+    text += f"The paired comparisons and the P2 and P3 verdicts: {ctx.download('edit_count/paired_capability.csv')}."
+    cols = [(m, c) for c in dict.fromkeys(ppl["corpus"]) for m in ("alphaedit", "memit")]
+    rows = []
+    for e in sorted(ppl["edits"].unique()):
+        cells = []
+        for m, c in cols:
+            v = ppl[(ppl["method"] == m) & (ppl["edits"] == e) & (ppl["corpus"] == c)]["perplexity"]
+            cells.append(f"{float(v.iloc[0]):.1f}" if len(v) else "")
+        rows.append([f"{int(e):,}"] + cells)
+    return (text + "\n\nHeld-out perplexity at each milestone (0: the unedited model):\n\n"
+            + table(["edits"] + [f"{label(m)}, {esc(c)}" for m, c in cols], rows, classes="study-compact")
+            + f"\nSource: {ctx.download('edit_count/perplexity.csv')}.\n")
+
+
 def block_what_this_means(ctx: Ctx) -> str:
     out = []
     # --- the projector
@@ -816,20 +1034,41 @@ def block_what_this_means(ctx: Ctx) -> str:
                     r = on[(on["method"] == method) & (on["measure"] == "easyedit: rewrite_acc")]
                     return None if r.empty or pd.isna(r["collapse"].iloc[0]) else int(r["collapse"].iloc[0])
                 ca, cm = onset("alphaedit"), onset("memit")
-                fmt = lambda x: f"{x:,} edits" if x else f"not within {last:,} edits"
-                text += (f"EasyEdit rewrite_acc first fell below half its first-milestone value at {fmt(ca)} for "
-                         f"AlphaEdit and at {fmt(cm)} for MEMIT")
-                if ca and cm:
-                    text += (": AlphaEdit postpones that collapse but does not prevent it. " if ca > cm else
-                             ": at the same milestone. " if ca == cm else ": earlier than MEMIT. ")
+                if not ca and not cm:
+                    text += (f"EasyEdit rewrite_acc stayed above half its first-milestone value through {last:,} "
+                             f"edits for both methods. ")
                 else:
-                    text += ". "
+                    said = lambda name, x: (f"{name}'s fell below half its first-milestone value at {x:,} edits" if x
+                                            else f"{name}'s stayed above half of it through {last:,} edits")
+                    text += f"EasyEdit rewrite_acc: {said('MEMIT', cm)}; {said('AlphaEdit', ca)}"
+                    if ca and cm:
+                        text += (": AlphaEdit postpones that collapse but does not prevent it. " if ca > cm else
+                                 ": at the same milestone. " if ca == cm else ": earlier than MEMIT. ")
+                    else:
+                        text += (": AlphaEdit postpones that collapse beyond the stream so far. " if cm else
+                                 ": MEMIT's edits hold longer. ")
             places = [p for p in (ctx.chapter("edit_count"), ctx.figure("fig-accuracy-vs-edits")) if p]
             out.append(f"- {text}({', '.join(places)})")
         else:
             out.append(f"- **The edit stream.** {missing('no efficacy / rewrite_acc rows in metrics_by_edits.csv')}")
     else:
         out.append(f"- **The edit stream.** {missing('no edit_count results for both methods')}")
+    # --- preservation, paired
+    paired = ctx.csv("edit_count/paired_differences.csv")
+    if paired is not None and {"diff", "ci_low", "ci_high", "metric"} <= set(paired.columns):
+        keep = paired[[(f, m) in {("official", "specificity"), ("easyedit", "locality")}
+                       for f, m in zip(paired["family"], paired["metric"])]]
+        if len(keep):
+            d = keep.apply(_direction, axis=1)
+            worst = keep.loc[keep["diff"].idxmin()]
+            text = (f"**Preservation, paired on the same records.** AlphaEdit's specificity and EasyEdit locality are "
+                    f"higher than MEMIT's in {int((d == 1).sum())} and lower in {int((d == -1).sum())} of "
+                    f"{len(keep)} milestone comparisons (largest deficit {_pts(worst)}, {esc(worst['metric'])} at "
+                    f"{int(worst['edits']):,} edits). ")
+            text += ("The preservation advantage of the paper's Table 1 does not appear in this stream. "
+                     if (d == 1).sum() == 0 else "")
+            places = [p for p in (ctx.chapter("edit_count"), ctx.figure("fig-paired-differences")) if p]
+            out.append(f"- {text}({', '.join(places)})")
     # --- the metrics
     gaps = gap_summary(ctx)
     md = ctx.json("metric_definitions/summary.json") or {}
@@ -979,6 +1218,12 @@ BLOCKS = {
     "claims": block_claims,
     "not-tested": block_not_tested,
     "what-this-means": block_what_this_means,
+    "seen-accuracy": block_seen_accuracy,
+    "seen-paired": block_seen_paired,
+    "seen-projector": block_seen_projector,
+    "seen-gaps": block_seen_gaps,
+    "seen-diagnostics": block_seen_diagnostics,
+    "seen-capability": block_seen_capability,
     "hyperparameters": block_hyperparameters,
     "projection-table": block_projection_table,
     "projector-comparison": block_projector_comparison,
@@ -1008,7 +1253,16 @@ def render_block(name: str, ctx: Ctx, chapter: str | None = None) -> str:
 
 # --------------------------------------------------------------------------------------------- inline values
 
+def signed(v, scale: float = 1.0, digits: int = 3, unit: str = "") -> str:
+    """A signed number, or a paired difference with its interval (the `interval` field): "+7.0 points [+2.0, +12.0]"."""
+    if isinstance(v, tuple):
+        d, lo, hi = (scale * float(x) for x in v)
+        return f"{d:+.{digits}f}{unit} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+    return f"{scale * float(v):+.{digits}f}{unit}"
+
+
 FORMATS = {
+    "signed": lambda v: signed(v), "pts": lambda v: signed(v, 100.0, 1, " points"),
     "pct": lambda v: pct(v), "pct0": lambda v: pct(v, 0), "int": lambda v: f"{int(round(float(v))):,}",
     "f1": lambda v: f"{float(v):.1f}", "f2": lambda v: f"{float(v):.2f}", "f3": lambda v: f"{float(v):.3f}",
     "hours": lambda v: f"{float(v) / 3600:.1f} h", "minutes": lambda v: f"{float(v) / 60:.0f} min",
@@ -1028,8 +1282,9 @@ def resolve_result(ctx: Ctx, spec: str) -> tuple[str, bool]:
     FILE is relative to the model's results folder (`edit_count/summary.json`). For JSON, FIELD is a dotted path
     (`claims.C7.verdict`, `layers`). For CSV, FIELD is a column, optionally aggregated: `sum(seconds)`,
     `mean(kept_share)`, `count`; FILTERS are `column=value` pairs separated by commas, where the value `first` or
-    `last` means the smallest or largest value of that column among the rows left. FORMAT is one of FORMATS
-    (default: raw). Returns (text, True), or (what is missing, False) for a missing file, key or row; raises
+    `last` means the smallest or largest value of that column among the rows left; the field `interval` of a table
+    of paired differences (diff, ci_low, ci_high) is the difference with its interval, in the format `signed`
+    (+0.070 [+0.020, +0.120]) or `pts` (+7.0 points [+2.0, +12.0]). FORMAT is one of FORMATS (default: raw). Returns (text, True), or (what is missing, False) for a missing file, key or row; raises
     ResultError for a malformed reference.
     """
     parts = [p.strip() for p in spec.split("|")]
@@ -1088,6 +1343,17 @@ def resolve_result(ctx: Ctx, spec: str) -> tuple[str, bool]:
             df = df[df[k] == (df[k].min() if v == "first" else df[k].max())]
     if agg == "count":
         return FORMATS[fmt](len(df)), True
+    if column == "interval" and agg is None and "interval" not in df:  # a paired difference: diff [ci_low, ci_high]
+        if fmt not in ("signed", "pts"):
+            raise ResultError(f"{{result}}`{spec}`: the interval field takes the format signed or pts")
+        if not {"diff", "ci_low", "ci_high"} <= set(df):
+            return f"no paired interval (diff, ci_low, ci_high) in {rel}", False
+        if df.empty:
+            return f"no row of {rel} matches {filters}", False
+        if len(df) > 1:
+            raise ResultError(f"{{result}}`{spec}`: {len(df)} rows match; filter further")
+        r = df.iloc[0]
+        return FORMATS[fmt]((r["diff"], r["ci_low"], r["ci_high"])), True
     if column not in df:
         return f"no column {column} in {rel}", False
     if df.empty:
