@@ -384,7 +384,9 @@ def test_what_this_means_says_whether_preservation_is_better_and_whether_the_edi
     assert "does not appear in this stream" in text
     (out / "paired_differences.csv").write_text(
         "edits,family,prompt_kind,metric,diff,ci_low,ci_high\n100,official,neighborhood,specificity,0.04,0.02,0.06\n")
-    assert "does not appear" not in sr.render_block("what-this-means", ctx)
+    text = sr.render_block("what-this-means", ctx)
+    assert "higher than MEMIT's in 1 and lower in 0 of 1" in text
+    assert "does not appear" not in text and "largest deficit" not in text
     (out / "onsets.csv").write_text("method,measure,first,drop,collapse,last\n"
                                     "alphaedit,easyedit: rewrite_acc,100,500,,500\n"
                                     "memit,easyedit: rewrite_acc,100,500,500,500\n")

@@ -867,7 +867,7 @@ def block_seen_paired(ctx: Ctx) -> str:
             where = _spans([int(r["edits"]) for r in rows])
             parts.append(f"{words[d]} at {where} edits" + (f" (up to {_pts(big)} at {int(big['edits']):,})"
                                                             if d else ""))
-        tally[metric] = [d for d, rows in stretches for _ in rows]
+        tally[metric] = [d for d, rows in stretches for _ in rows]  # one direction per milestone
         lines.append(f"- **{esc(name)}**: AlphaEdit " + "; ".join(parts) + ".")
     if not lines:
         return missing("no measure of the edit-count tables in paired_differences.csv") + "\n"
@@ -1060,11 +1060,14 @@ def block_what_this_means(ctx: Ctx) -> str:
                        for f, m in zip(paired["family"], paired["metric"])]]
         if len(keep):
             d = keep.apply(_direction, axis=1)
-            worst = keep.loc[keep["diff"].idxmin()]
             text = (f"**Preservation, paired on the same records.** AlphaEdit's specificity and EasyEdit locality are "
                     f"higher than MEMIT's in {int((d == 1).sum())} and lower in {int((d == -1).sum())} of "
-                    f"{len(keep)} milestone comparisons (largest deficit {_pts(worst)}, {esc(worst['metric'])} at "
-                    f"{int(worst['edits']):,} edits). ")
+                    f"{len(keep)} milestone comparisons")
+            if (d == -1).any():
+                worst = keep[d == -1].loc[lambda t: t["diff"].idxmin()]
+                text += (f" (largest deficit {_pts(worst)}, {esc(worst['metric'])} at {int(worst['edits']):,} "
+                         f"edits)")
+            text += ". "
             text += ("The preservation advantage of the paper's Table 1 does not appear in this stream. "
                      if (d == 1).sum() == 0 else "")
             places = [p for p in (ctx.chapter("edit_count"), ctx.figure("fig-paired-differences")) if p]
