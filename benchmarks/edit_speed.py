@@ -43,6 +43,25 @@ def load_impl(path: str):
     return module
 
 
+def alternate(first, second, rounds: int, n: int, first_name: str, second_name: str):
+    """Time first() and second() alternately, `rounds` times each (so that load changes hit both alike). Returns the
+    report rows (seconds per request of each, best round first, and the per-round speed-up first / second) and the
+    last result of each."""
+    times: tuple[list[float], list[float]] = ([], [])
+    results = [None, None]
+    for _ in range(rounds):
+        for i, call in enumerate((first, second)):
+            t0 = time.perf_counter()
+            results[i] = call()
+            times[i].append(time.perf_counter() - t0)
+    ratios = sorted(a / b for a, b in zip(*times))
+    rows = [(f"{name} (s per request; rounds)", min(t) / n, ", ".join(f"{x / n:.3f}" for x in t))
+            for name, t in zip((first_name, second_name), times)]
+    rows.append(("speed-up of the targets, per round (x)", ratios[len(ratios) // 2],
+                 ", ".join(f"{r:.3f}" for r in ratios)))
+    return rows, results[0], results[1]
+
+
 def run_model(args, name: str) -> str:
     from alphaedit_core.arch import ModelAdapter
     from alphaedit_core.corpus import get_corpus
@@ -76,40 +95,22 @@ def run_model(args, name: str) -> str:
     extra = []
     if args.before:  # targets only, alternated: before, installed, before, installed, ...
         old = load_impl(args.before)
-        t_old, t_new = [], []
-        for _ in range(args.rounds):
-            t0 = time.perf_counter()
-            r_old = old.compute_targets(model, tok, adapter, requests, editor.templates, hp)
-            t_old.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            r_new = compute_targets(model, tok, adapter, requests, editor.templates, hp)
-            t_new.append(time.perf_counter() - t0)
-        ratios = sorted(o / x for o, x in zip(t_old, t_new))
-        extra += [
-            (f"targets, {args.before} (s per request; rounds)", min(t_old) / n, ", ".join(f"{t / n:.3f}" for t in t_old)),
-            ("targets, installed targets.py (s per request; rounds)", min(t_new) / n,
-             ", ".join(f"{t / n:.3f}" for t in t_new)),
-            ("speed-up of the targets, per round (x)", ratios[len(ratios) // 2], ", ".join(f"{r:.3f}" for r in ratios)),
+        rows_t, r_old, r_new = alternate(
+            lambda: old.compute_targets(model, tok, adapter, requests, editor.templates, hp),
+            lambda: compute_targets(model, tok, adapter, requests, editor.templates, hp),
+            args.rounds, n, f"targets, {args.before}", "targets, installed targets.py")
+        extra += rows_t + [
             ("max abs z difference, before vs installed", float((r_old.z - r_new.z).abs().max()), ""),
             ("requests with the same number of steps, before vs installed", int((r_old.steps == r_new.steps).sum()), f"of {n}"),
         ]
     if args.variant:  # targets only, alternated: the preset, the variant, the preset, the variant, ...
         changed = json.loads(args.variant)
         hp_variant = hp.replace(**changed)
-        t_base, t_var = [], []
-        for _ in range(args.rounds):
-            t0 = time.perf_counter()
-            r_base = compute_targets(model, tok, adapter, requests, editor.templates, hp)
-            t_base.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            r_var = compute_targets(model, tok, adapter, requests, editor.templates, hp_variant)
-            t_var.append(time.perf_counter() - t0)
-        ratios = sorted(b / v for b, v in zip(t_base, t_var))
-        extra += [
-            ("targets, preset (s per request; rounds)", min(t_base) / n, ", ".join(f"{t / n:.3f}" for t in t_base)),
-            (f"targets, variant {json.dumps(changed)} (s per request; rounds)", min(t_var) / n,
-             ", ".join(f"{t / n:.3f}" for t in t_var)),
-            ("speed-up of the targets, per round (x)", ratios[len(ratios) // 2], ", ".join(f"{r:.3f}" for r in ratios)),
+        rows_t, r_base, r_var = alternate(
+            lambda: compute_targets(model, tok, adapter, requests, editor.templates, hp),
+            lambda: compute_targets(model, tok, adapter, requests, editor.templates, hp_variant),
+            args.rounds, n, "targets, preset", f"targets, variant {json.dumps(changed)}")
+        extra += rows_t + [
             ("mean Adam steps per request, preset", float(r_base.steps.float().mean()), ""),
             ("mean Adam steps per request, variant", float(r_var.steps.float().mean()), ""),
             ("requests that stop earlier with the variant", int((r_var.steps < r_base.steps).sum()), f"of {n}"),

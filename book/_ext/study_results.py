@@ -939,13 +939,13 @@ def block_seen_capability(ctx: Ctx) -> str:
     if not both or 0 not in set(ppl["edits"]):
         return missing("no edited milestone with an unedited reference in perplexity.csv") + "\n"
     at = both[-1]
+    corpora = list(dict.fromkeys(ppl["corpus"]))
+    pv = ppl.pivot_table(index="edits", columns=["method", "corpus"], values="perplexity", aggfunc="first")
     parts = []
-    for corpus in dict.fromkeys(ppl["corpus"]):
-        p = lambda meth, e: float(ppl[(ppl["method"] == meth) & (ppl["edits"] == e) & (ppl["corpus"] == corpus)]
-                                  ["perplexity"].iloc[0])
-        base = p("alphaedit", 0)
-        parts.append(f"{esc(corpus)} ×{p('alphaedit', at) / base:.2f} (AlphaEdit) and ×{p('memit', at) / base:.2f} "
-                     f"(MEMIT) of the unedited model's {base:.1f}")
+    for corpus in corpora:
+        base = pv.loc[0, ("alphaedit", corpus)]
+        parts.append(f"{esc(corpus)} ×{pv.loc[at, ('alphaedit', corpus)] / base:.2f} (AlphaEdit) and "
+                     f"×{pv.loc[at, ('memit', corpus)] / base:.2f} (MEMIT) of the unedited model's {base:.1f}")
     text = f"**What we see.** After {at:,} edits the held-out perplexity is " + "; ".join(parts) + ". "
     if hid is not None and {"alphaedit", "memit"} <= set(hid["method"]):
         top = int(hid["layer"].max())
@@ -954,14 +954,9 @@ def block_seen_capability(ctx: Ctx) -> str:
             text += (f"At the last layer ({top}) the hidden states are {num(d['alphaedit'], 3)} (AlphaEdit) and "
                      f"{num(d['memit'], 3)} (MEMIT) of their norm away from the unedited model's. ")
     text += f"The paired comparisons and the P2 and P3 verdicts: {ctx.download('edit_count/paired_capability.csv')}."
-    cols = [(m, c) for c in dict.fromkeys(ppl["corpus"]) for m in ("alphaedit", "memit")]
-    rows = []
-    for e in sorted(ppl["edits"].unique()):
-        cells = []
-        for m, c in cols:
-            v = ppl[(ppl["method"] == m) & (ppl["edits"] == e) & (ppl["corpus"] == c)]["perplexity"]
-            cells.append(f"{float(v.iloc[0]):.1f}" if len(v) else "")
-        rows.append([f"{int(e):,}"] + cells)
+    cols = [(m, c) for c in corpora for m in ("alphaedit", "memit")]
+    rows = [[f"{int(e):,}"] + ["" if pd.isna(v := pv.loc[e].get(col)) else f"{v:.1f}" for col in cols]
+            for e in pv.index]
     return (text + "\n\nHeld-out perplexity at each milestone (0: the unedited model):\n\n"
             + table(["edits"] + [f"{label(m)}, {esc(c)}" for m, c in cols], rows, classes="study-compact")
             + f"\nSource: {ctx.download('edit_count/perplexity.csv')}.\n")
