@@ -13,8 +13,10 @@ measured here (`--stats-tokens` tokens) unless the cache holds the preset's: the
 shapes, not on the values. `--before PATH` times the batch's targets with PATH's `compute_targets` and the installed
 one, alternately (`--rounds` times each), and prints the ratio; `--variant JSON` does the same for the batch's
 targets under the preset with those hyperparameters changed (e.g. MPES, the most-probable stopping rule), with the
-Adam steps per request of each; `--reference N` times the per-request version on N
-requests. Prints markdown tables (with date, load average, threads, torch version); `--out` writes them, `{model}`
+Adam steps per request of each; `--compare-requests N` runs those comparisons on the batch's first N
+requests only (a chunk of `targets_chunk` requests costs per request what the batch does, since the batch is optimised
+chunk by chunk; it makes the comparison affordable on larger models); `--reference N` times the per-request version
+on N requests. Prints markdown tables (with date, load average, threads, torch version); `--out` writes them, `{model}`
 in the path is replaced by the model's name.
 """
 from __future__ import annotations
@@ -93,27 +95,30 @@ def run_model(args, name: str) -> str:
     n = len(requests)
 
     extra = []
+    compared = requests[:args.compare_requests] if args.compare_requests > 0 else requests
+    if len(compared) < n:
+        extra.append(("requests in the comparisons below (the batch's first)", len(compared), f"of {n}"))
     if args.before:  # targets only, alternated: before, installed, before, installed, ...
         old = load_impl(args.before)
         rows_t, r_old, r_new = alternate(
-            lambda: old.compute_targets(model, tok, adapter, requests, editor.templates, hp),
-            lambda: compute_targets(model, tok, adapter, requests, editor.templates, hp),
-            args.rounds, n, f"targets, {args.before}", "targets, installed targets.py")
+            lambda: old.compute_targets(model, tok, adapter, compared, editor.templates, hp),
+            lambda: compute_targets(model, tok, adapter, compared, editor.templates, hp),
+            args.rounds, len(compared), f"targets, {args.before}", "targets, installed targets.py")
         extra += rows_t + [
             ("max abs z difference, before vs installed", float((r_old.z - r_new.z).abs().max()), ""),
-            ("requests with the same number of steps, before vs installed", int((r_old.steps == r_new.steps).sum()), f"of {n}"),
+            ("requests with the same number of steps, before vs installed", int((r_old.steps == r_new.steps).sum()), f"of {len(compared)}"),
         ]
     if args.variant:  # targets only, alternated: the preset, the variant, the preset, the variant, ...
         changed = json.loads(args.variant)
         hp_variant = hp.replace(**changed)
         rows_t, r_base, r_var = alternate(
-            lambda: compute_targets(model, tok, adapter, requests, editor.templates, hp),
-            lambda: compute_targets(model, tok, adapter, requests, editor.templates, hp_variant),
-            args.rounds, n, "targets, preset", f"targets, variant {json.dumps(changed)}")
+            lambda: compute_targets(model, tok, adapter, compared, editor.templates, hp),
+            lambda: compute_targets(model, tok, adapter, compared, editor.templates, hp_variant),
+            args.rounds, len(compared), "targets, preset", f"targets, variant {json.dumps(changed)}")
         extra += rows_t + [
             ("mean Adam steps per request, preset", float(r_base.steps.float().mean()), ""),
             ("mean Adam steps per request, variant", float(r_var.steps.float().mean()), ""),
-            ("requests that stop earlier with the variant", int((r_var.steps < r_base.steps).sum()), f"of {n}"),
+            ("requests that stop earlier with the variant", int((r_var.steps < r_base.steps).sum()), f"of {len(compared)}"),
         ]
     if args.reference:
         m = min(args.reference, n)
@@ -160,6 +165,9 @@ def main() -> None:
     ap.add_argument("--variant", default=None, metavar="JSON",
                     help='hyperparameters to change for a second timing of the targets, e.g. \'{"target_stop": '
                          '"most_probable"}\'')
+    ap.add_argument("--compare-requests", type=int, default=0, metavar="N",
+                    help="time --before / --variant on the batch's first N requests only (0: all); with N = "
+                         "targets_chunk that is one chunk, the unit the batch is optimised in")
     ap.add_argument("--reference", type=int, default=0, help="requests timed through the per-request version")
     ap.add_argument("--stats-tokens", type=int, default=10_000, help="tokens for the statistics (and projectors)")
     ap.add_argument("--threads", type=int, default=None)
