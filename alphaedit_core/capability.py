@@ -35,6 +35,7 @@ Measurements (all deterministic, float64 sums; windows from `stats.token_windows
 * `hidden_states` -- the residual stream after decoder layer l for every token.
 * `representation_drift` -- per layer: paired token distances and an unpaired distribution distance.
 * `paired_bootstrap` -- the difference in mean NLL between two models on the same windows, with a percentile CI.
+* `paired_nll` -- the same for a table of per-window NLL sums (one row per method and window), per text source.
 """
 from __future__ import annotations
 
@@ -412,6 +413,56 @@ def paired_bootstrap(reference: dict, edited: dict, *, n_boot: int = 2000, seed:
     diff = float(d.sum() / c.sum())
     return {"delta_nll": diff, "ci_low": lo, "ci_high": hi, "ppl_ratio": math.exp(diff), "n_windows": len(a),
             "level": level, "n_boot": n_boot}
+
+
+def _as_perplexity(corpus: str, w, index) -> dict:
+    """The rows `index` of a per-window table (nll_sum, tokens by window) in the shape `perplexity` returns."""
+    return {"corpus": corpus, "windows": [(int(i), float(w.at[i, "nll_sum"]), int(w.at[i, "tokens"])) for i in index]}
+
+
+def paired_nll(windows, a: str, b: str, *, method_col: str = "method", n_boot: int = 2000, seed: int = 0,
+               level: float = 0.95):
+    """Per text source, the difference in mean NLL per token `a` − `b` over the windows both were scored on, weighted
+    by tokens: diff = Σ(nll_a − nll_b) / Σ tokens = log(perplexity_a / perplexity_b) of the pooled perplexities,
+    with `paired_bootstrap`'s interval (windows resampled; a 2-token window weighs 2 tokens, not one window).
+
+    `windows`: a DataFrame with columns `method_col`, corpus, window, nll_sum, tokens (scored tokens), one row per
+    method, corpus and window. Returns a DataFrame with columns prompt_kind (the corpus), n (paired windows),
+    n_only_a, n_only_b, mean_a, mean_b (pooled NLL per token), diff, ci_low, ci_high, ci_method, tokens.
+    Raises `ValueError` when a method has no row, a source has no common window, or a window's token count
+    differs between the two (they were not scored on the same text)."""
+    import pandas as pd
+
+    rows = []
+    for name in (a, b):
+        if not (windows[method_col] == name).any():
+            raise ValueError(f"no rows for method {name!r} in column {method_col!r}")
+    for corpus, group in windows[windows[method_col].isin([a, b])].groupby("corpus", sort=True):
+        side = {m: g.set_index("window")[["nll_sum", "tokens"]] for m, g in group.groupby(method_col)}
+        wa, wb = side.get(a), side.get(b)
+        if wa is None or wb is None:
+            raise ValueError(f"corpus {corpus!r}: no window scored for both {a!r} and {b!r}")
+        for name, w in ((a, wa), (b, wb)):
+            if w.index.duplicated().any():
+                raise ValueError(f"corpus {corpus!r}: method {name!r} has a window twice")
+        common = wa.index.intersection(wb.index).sort_values()
+        if len(common) == 0:
+            raise ValueError(f"corpus {corpus!r}: no window scored for both {a!r} and {b!r}")
+        ta, tb = wa.loc[common, "tokens"].to_numpy(), wb.loc[common, "tokens"].to_numpy()
+        if (ta != tb).any():
+            raise ValueError(f"corpus {corpus!r}: windows {list(common[ta != tb])[:5]} scored different token counts "
+                             f"for {a!r} and {b!r}")
+        boot = paired_bootstrap(_as_perplexity(corpus, wb, common), _as_perplexity(corpus, wa, common),
+                                n_boot=n_boot, seed=seed, level=level)
+        tokens = int(ta.sum())
+        rows.append(dict(prompt_kind=corpus, n=len(common), n_only_a=len(wa) - len(common),
+                         n_only_b=len(wb) - len(common), mean_a=float(wa.loc[common, "nll_sum"].sum()) / tokens,
+                         mean_b=float(wb.loc[common, "nll_sum"].sum()) / tokens, diff=boot["delta_nll"],
+                         ci_low=boot["ci_low"], ci_high=boot["ci_high"],
+                         ci_method="bootstrap over windows, token-weighted", tokens=tokens))
+    if not rows:
+        raise ValueError("no window to compare")
+    return pd.DataFrame(rows)
 
 
 @torch.no_grad()

@@ -337,11 +337,12 @@ onset.astype({c: "Int64" for c in ["first", "drop", "collapse", "last"]})
 # Perplexity of each model on two held-out text sources that the statistics never saw, and the distance of its
 # hidden states from the unedited model's on the same tokens (‖h − h⁰‖ / ‖h⁰‖, mean over tokens), at the last
 # edited layer, the middle layer and the last layer. Comparisons are paired over the same text windows
-# (perplexity) and the same token blocks (drift).
+# (perplexity, weighted by tokens: windows are cut at document ends, so some are short) and the same
+# token blocks (drift).
 
 # %%
 def tidy(frame: pd.DataFrame, unit: str, metric: str, value: pd.Series) -> pd.DataFrame:
-    """Rows in the evaluator's tidy shape, so that `paired_differences` pairs them by text window / token block."""
+    """Rows in the evaluator's tidy shape, so that `paired_differences` pairs them by token block."""
     return pd.DataFrame(dict(case_id=frame.corpus + ":" + frame[unit].astype(str), family="held-out text",
                              prompt_kind=frame.corpus, metric=metric, value=value, method=frame.method,
                              edits=frame.edits))
@@ -366,7 +367,6 @@ sns.lineplot(drift_mean, x="edits", y="relative_distance", hue="method", style="
 axes[1].set(title="hidden-state distance from the unedited model", ylabel="‖h − h⁰‖ / ‖h⁰‖")
 fig.tight_layout()
 fig.savefig(out / "capability.png", dpi=120, bbox_inches="tight")
-nll = tidy(cap, "window", "nll_per_token", cap.nll_sum / cap.tokens)
 drift_rows = pd.concat([tidy(h, "block", f"layer {l}", h.relative_distance) for l, h in hidden.groupby("layer")])
 ppl.pivot_table(index=["method", "edits"], columns="corpus", values="perplexity").round(3)
 
@@ -395,10 +395,11 @@ if both:
     p1_rows = {metric: r for metric, r in zip(at.metric, at.to_dict("records"))
                if metric in ("efficacy", "generalization", "specificity", "locality", "fluency", "consistency")}
     claims["P1"] = p1_preservation(p1_rows, final)
-    unedited = nll[(nll.method == "alphaedit") & (nll.edits == 0)].assign(method="unedited", edits=final)
-    vs_unedited = paired_differences(pd.concat([nll[(nll.method == "alphaedit") & (nll.edits == final)], unedited]),
-                                     "alphaedit", "unedited", by=("prompt_kind",))
-    vs_memit = paired_differences(nll[nll.edits == final], "alphaedit", "memit", by=("prompt_kind",))
+    # perplexity pairs by text window, weighted by tokens: the difference is that of the pooled perplexities above
+    unedited = cap[(cap.method == "alphaedit") & (cap.edits == 0)].assign(method="unedited")
+    vs_unedited = capability.paired_nll(pd.concat([cap[(cap.method == "alphaedit") & (cap.edits == final)], unedited]),
+                                        "alphaedit", "unedited")
+    vs_memit = capability.paired_nll(cap[cap.edits == final], "alphaedit", "memit")
     claims["P2"] = p2_capability(dict(zip(vs_unedited.prompt_kind, vs_unedited.to_dict("records"))),
                                  dict(zip(vs_memit.prompt_kind, vs_memit.to_dict("records"))), final)
     drift_paired = paired_differences(drift_rows[drift_rows.edits == final], "alphaedit", "memit",

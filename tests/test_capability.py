@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from alphaedit_core.arch import ModelAdapter
 from alphaedit_core.capability import (FortunesCorpus, WordNetCorpus, build_fortunes_text, hidden_states,
-                                       paired_bootstrap, parse_fortunes, parse_wordnet, perplexity,
-                                       representation_drift)
+                                       paired_bootstrap, paired_nll, parse_fortunes, parse_wordnet,
+                                       perplexity, representation_drift)
 from alphaedit_core.corpus import TextCorpus
 from alphaedit_core.paths import cache_dir
 from alphaedit_core.stats import token_windows
@@ -204,6 +204,48 @@ def test_paired_bootstrap(tiny):
     assert d["ci_low"] <= d["delta_nll"] <= d["ci_high"]
     with pytest.raises(ValueError, match="same corpus windows"):
         paired_bootstrap(a, perplexity(model, tok, corpus, n_tokens=60, seq_len=12))
+
+
+def test_paired_nll_weights_windows_by_tokens_as_the_pooled_perplexity_does():
+    """A 2-token window where A is much worse and a 200-token window where A is slightly better: the unweighted mean
+    of per-window NLLs says A is worse (+3.45 nats), the pooled perplexities say A is better. paired_nll must agree
+    with the pooled perplexities: diff = (Σ nll_a − Σ nll_b) / Σ tokens, by hand (20 − 6 + 380 − 400) / 202."""
+    import pandas as pd
+
+    rows = [dict(method="a", corpus="text", window=0, nll_sum=20.0, tokens=2),
+            dict(method="b", corpus="text", window=0, nll_sum=6.0, tokens=2),
+            dict(method="a", corpus="text", window=1, nll_sum=380.0, tokens=200),
+            dict(method="b", corpus="text", window=1, nll_sum=400.0, tokens=200),
+            dict(method="b", corpus="text", window=2, nll_sum=9.0, tokens=3)]  # scored for b only: not paired
+    t = paired_nll(pd.DataFrame(rows), "a", "b", n_boot=400)
+    (r,) = t.to_dict("records")
+    assert r["diff"] == pytest.approx(-6.0 / 202, abs=1e-12)
+    assert r["mean_a"] == pytest.approx(400 / 202) and r["mean_b"] == pytest.approx(406 / 202)
+    assert math.exp(r["mean_a"] - r["mean_b"]) == pytest.approx(math.exp(400 / 202) / math.exp(406 / 202))
+    assert (r["prompt_kind"], r["n"], r["n_only_a"], r["n_only_b"], r["tokens"]) == ("text", 2, 0, 1, 202)
+    unweighted = ((20 / 2 - 6 / 2) + (380 / 200 - 400 / 200)) / 2
+    assert unweighted > 0 > r["diff"]
+    assert r["ci_low"] <= r["diff"] <= r["ci_high"]
+    with pytest.raises(ValueError, match="different token counts"):
+        paired_nll(pd.DataFrame(rows[:1] + [dict(rows[1], tokens=3)]), "a", "b")
+    with pytest.raises(ValueError, match="no rows for method 'c'"):
+        paired_nll(pd.DataFrame(rows), "a", "c")
+
+
+def test_paired_nll_equals_paired_bootstrap_on_real_perplexity_results(tiny):
+    """The table form gives paired_bootstrap's numbers on two `perplexity` results of the same windows."""
+    import pandas as pd
+
+    model, tok = tiny
+    corpus = TextCorpus(SENTENCES)
+    ra = perplexity(model, tok, corpus, n_tokens=120, seq_len=12)
+    rb = perplexity(tiny_model("llama", seed=1), tok, corpus, n_tokens=120, seq_len=12)
+    frame = pd.DataFrame([dict(method=m, corpus="s", window=i, nll_sum=n, tokens=c)
+                          for m, res in (("a", ra), ("b", rb)) for i, n, c in res["windows"]])
+    (r,) = paired_nll(frame, "a", "b", n_boot=300, seed=3).to_dict("records")
+    ref = paired_bootstrap(rb, ra, n_boot=300, seed=3)
+    assert (r["diff"], r["ci_low"], r["ci_high"]) == pytest.approx((ref["delta_nll"], ref["ci_low"], ref["ci_high"]))
+    assert r["diff"] == pytest.approx(ra["mean_nll"] - rb["mean_nll"], rel=1e-9)
 
 
 # ---------------------------------------------------------------------------------------------------------------
