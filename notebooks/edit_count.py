@@ -397,17 +397,31 @@ if both:
     claims["P1"] = p1_preservation(p1_rows, final)
     # perplexity pairs by text window, weighted by tokens: the difference is that of the pooled perplexities above
     unedited = cap[(cap.method == "alphaedit") & (cap.edits == 0)].assign(method="unedited")
-    vs_unedited = capability.paired_nll(pd.concat([cap[(cap.method == "alphaedit") & (cap.edits == final)], unedited]),
-                                        "alphaedit", "unedited")
-    vs_memit = capability.paired_nll(cap[cap.edits == final], "alphaedit", "memit")
-    claims["P2"] = p2_capability(dict(zip(vs_unedited.prompt_kind, vs_unedited.to_dict("records"))),
-                                 dict(zip(vs_memit.prompt_kind, vs_memit.to_dict("records"))), final)
-    drift_paired = paired_differences(drift_rows[drift_rows.edits == final], "alphaedit", "memit",
-                                      by=("metric",))
-    claims["P3"] = p3_representations(dict(zip(drift_paired.metric, drift_paired.to_dict("records"))), final)
-    pd.concat([vs_unedited.assign(comparison="alphaedit - unedited"), vs_memit.assign(comparison="alphaedit - memit"),
-               drift_paired.assign(comparison="alphaedit - memit")]).to_csv(out / "paired_capability.csv",
-                                                                              index=False)
+
+    def capability_pairs(e: int) -> pd.DataFrame:
+        """AlphaEdit − unedited and AlphaEdit − MEMIT at `e` edits: perplexity (per text source) and drift (per layer)."""
+        now = cap[cap.edits == e]
+        return pd.concat([
+            capability.paired_nll(pd.concat([now[now.method == "alphaedit"], unedited]), "alphaedit", "unedited")
+            .assign(comparison="alphaedit - unedited"),
+            capability.paired_nll(now, "alphaedit", "memit").assign(comparison="alphaedit - memit"),
+            paired_differences(drift_rows[drift_rows.edits == e], "alphaedit", "memit", by=("metric",))
+            .assign(comparison="alphaedit - memit")]).assign(edits=e)
+
+    measured = [e for e in both if {"alphaedit", "memit"} <= set(cap[cap.edits == e].method)
+                and {"alphaedit", "memit"} <= set(drift_rows[drift_rows.edits == e].method)]
+    paired_cap = pd.concat([capability_pairs(e) for e in measured] or [pd.DataFrame(columns=["edits"])],
+                           ignore_index=True)
+    paired_cap.to_csv(out / "paired_capability.csv", index=False)
+    at_final = paired_cap[paired_cap.edits == final]
+    if len(at_final):  # capability is measured at every milestone of both methods
+        ppl_final = at_final[at_final.prompt_kind.notna()]
+        vs_unedited, vs_memit = (ppl_final[ppl_final.comparison == c]
+                                 for c in ("alphaedit - unedited", "alphaedit - memit"))
+        drift_paired = at_final[at_final.metric.notna()]
+        claims["P2"] = p2_capability(dict(zip(vs_unedited.prompt_kind, vs_unedited.to_dict("records"))),
+                                     dict(zip(vs_memit.prompt_kind, vs_memit.to_dict("records"))), final)
+        claims["P3"] = p3_representations(dict(zip(drift_paired.metric, drift_paired.to_dict("records"))), final)
 summary = dict(model=model_dir, notebook="edit_count", n_edits=last, n_edits_planned=n_edits,
                stop_after_edits=stop_after_edits,
                edits_checkpointed=checkpointed, batch_size=batch_size, quick=quick, methods=methods,

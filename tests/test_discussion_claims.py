@@ -106,17 +106,21 @@ def test_both_collapse_memit_first_and_alphaedit_falls_later_and_less():
 
 
 def test_alphaedit_costs_more_perplexity_until_memit_degrades_at_the_end():
-    """"Up to 1,500 edits it is AlphaEdit" (higher perplexity on both sources), "In the last 500 edits MEMIT's
-    perplexity jumps past AlphaEdit's", "AlphaEdit's perplexity at the end is more than twice the unedited model's on
-    both sources"."""
+    """"Paired over the same text windows, AlphaEdit's held-out perplexity is clearly higher than MEMIT's on both text
+    sources at every milestone up to 1,000 edits, and still on the WordNet glosses at 1,500 edits ..., where on the
+    fortunes text MEMIT has caught up", "In the last 500 edits MEMIT's perplexity jumps past AlphaEdit's",
+    "AlphaEdit's perplexity at the end is more than twice the unedited model's on both sources"."""
+    cap = table("edit_count/paired_capability.csv")
+    vs = cap[(cap.comparison == "alphaedit - memit") & cap.prompt_kind.notna()].set_index(["edits", "prompt_kind"])
+    for edits in sorted(e for e in vs.index.get_level_values(0).unique() if e <= 1000):
+        assert (vs.loc[edits, "ci_low"] > 0).all(), edits
+    assert vs.at[(1500, "wordnet"), "ci_low"] > 0
+    assert vs.at[(1500, "fortunes"), "ci_low"] <= 0 <= vs.at[(1500, "fortunes"), "ci_high"]
     ppl = table("edit_count/perplexity.csv")
     pv = ppl.pivot_table(index=["edits", "corpus"], columns="method", values="perplexity")
     last = int(ppl.edits.max())
-    unedited = pv.loc[0]
-    for edits in sorted(e for e in ppl.edits.unique() if 0 < e <= 1500 and e >= 500):
-        assert (pv.loc[edits, "alphaedit"] > pv.loc[edits, "memit"]).all(), edits
     assert (pv.loc[last, "memit"] > pv.loc[last, "alphaedit"]).all()
-    assert (pv.loc[last, "alphaedit"] > 2 * unedited["alphaedit"]).all()
+    assert (pv.loc[last, "alphaedit"] > 2 * pv.loc[0, "alphaedit"]).all()
 
 
 def test_the_paper_s_claims_at_2000_edits():
@@ -130,6 +134,7 @@ def test_the_paper_s_claims_at_2000_edits():
     for metric in ("specificity", "fluency"):
         assert at.loc[("official", metric), "ci_low"] <= 0 <= at.loc[("official", metric), "ci_high"], metric
     cap = table("edit_count/paired_capability.csv")
+    cap = cap[cap.edits == cap.edits.max()]
     ppl = cap[(cap.comparison == "alphaedit - memit") & cap.prompt_kind.notna()]
     assert len(ppl) == 2 and (ppl["diff"] < 0).all()  # the sign of log(ppl_alphaedit / ppl_memit)
     by = ppl.set_index("prompt_kind")  # "clearly so on the fortunes text, within the interval on the WordNet glosses"
