@@ -318,6 +318,17 @@ def test_what_we_see_blocks_describe_planted_results(tmp_path):
     (out / "perplexity.csv").write_text("\n".join(ppl) + "\n")
     seen = sr.render_block("seen-capability", ctx)
     assert "fortunes ×1.50 (AlphaEdit) and ×1.10 (MEMIT) of the unedited model's 40.0" in seen
+    assert "Paired over the same text windows" not in seen  # no paired table: no sentence about it
+    # log ratios: 0.2 [0.1, 0.3] → ×1.22 [1.11, 1.35]; 0.0 [-0.1, 0.1]; -0.5 [-0.9, -0.2] → ×0.61 [0.41, 0.82]
+    (out / "paired_capability.csv").write_text(
+        "prompt_kind,metric,comparison,edits,diff,ci_low,ci_high\n"
+        "fortunes,,alphaedit - memit,100,0.2,0.1,0.3\nfortunes,,alphaedit - memit,200,0.1,0.05,0.2\n"
+        "fortunes,,alphaedit - memit,500,0.0,-0.1,0.1\nfortunes,,alphaedit - memit,1000,-0.5,-0.9,-0.2\n"
+        "fortunes,,alphaedit - unedited,1000,0.9,0.8,1.0\n,layer 8,alphaedit - memit,1000,0.3,0.2,0.4\n")
+    seen = sr.render_block("seen-capability", ctx)
+    assert ("AlphaEdit's perplexity against MEMIT's is on fortunes higher at 100 and 200 edits (up to ×1.22 [1.11, "
+            "1.35] at 100); not distinguishable at 500 edits; lower at 1,000 edits (up to ×0.61 [0.41, 0.82] at "
+            "1,000).") in seen
 
 
 def test_what_we_see_blocks_of_the_projector_the_definitions_and_the_accuracy(tmp_path):

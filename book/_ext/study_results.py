@@ -763,6 +763,18 @@ def _spans(edits: list[int]) -> str:
     return f"{edits[0]:,} and {edits[1]:,}" if len(edits) == 2 else f"{edits[0]:,}–{edits[-1]:,}"
 
 
+def _stretches(sub: pd.DataFrame) -> list[tuple[int, list]]:
+    """Paired-difference rows, in milestone order, grouped into runs of consecutive milestones with one direction."""
+    runs: list[tuple[int, list]] = []
+    for _, r in sub.sort_values("edits").iterrows():
+        d = _direction(r)
+        if runs and runs[-1][0] == d:
+            runs[-1][1].append(r)
+        else:
+            runs.append((d, [r]))
+    return runs
+
+
 def _pts(row) -> str:
     return signed((row["diff"], row["ci_low"], row["ci_high"]), 100.0, 1, " points")
 
@@ -854,13 +866,7 @@ def block_seen_paired(ctx: Ctx) -> str:
         sub = df[(df["family"] == fam) & (df["metric"] == metric)].sort_values("edits")
         if sub.empty:
             continue
-        stretches: list[tuple[int, list]] = []
-        for _, r in sub.iterrows():
-            d = _direction(r)
-            if stretches and stretches[-1][0] == d:
-                stretches[-1][1].append(r)
-            else:
-                stretches.append((d, [r]))
+        stretches = _stretches(sub)
         parts = []
         for d, rows in stretches:
             big = max(rows, key=lambda r: abs(r["diff"]))
@@ -953,6 +959,22 @@ def block_seen_capability(ctx: Ctx) -> str:
         if {"alphaedit", "memit"} <= set(d.index):
             text += (f"At the last layer ({top}) the hidden states are {num(d['alphaedit'], 3)} (AlphaEdit) and "
                      f"{num(d['memit'], 3)} (MEMIT) of their norm away from the unedited model's. ")
+    pc = ctx.csv("edit_count/paired_capability.csv")
+    if pc is not None and {"edits", "comparison", "prompt_kind"} <= set(pc.columns):
+        vs = pc[(pc["comparison"] == "alphaedit - memit") & pc["prompt_kind"].notna()]
+        words = {1: "higher", -1: "lower", 0: "not distinguishable"}
+        per_corpus = []
+        for corpus, sub in vs.groupby("prompt_kind", sort=False):
+            bits = []
+            for d, rows in _stretches(sub):
+                big = max(rows, key=lambda r: abs(r["diff"]))
+                ratio = "×{:.2f} [{:.2f}, {:.2f}]".format(*(math.exp(big[c]) for c in ("diff", "ci_low", "ci_high")))
+                bits.append(f"{words[d]} at {_spans([int(r['edits']) for r in rows])} edits"
+                            + (f" (up to {ratio} at {int(big['edits']):,})" if d else ""))
+            per_corpus.append(f"on {esc(corpus)} " + "; ".join(bits))
+        if per_corpus:
+            text += ("Paired over the same text windows (weighted by tokens, 95% intervals of the perplexity ratio), "
+                     "AlphaEdit's perplexity against MEMIT's is " + "; ".join(per_corpus) + ". ")
     text += f"The paired comparisons and the P2 and P3 verdicts: {ctx.download('edit_count/paired_capability.csv')}."
     cols = [(m, c) for c in corpora for m in ("alphaedit", "memit")]
     rows = [[f"{int(e):,}"] + ["" if pd.isna(v := pv.loc[e].get(col)) else f"{v:.1f}" for col in cols]
