@@ -438,10 +438,7 @@ def paired_nll(windows, a: str, b: str, *, method_col: str = "method", n_boot: i
         if not (windows[method_col] == name).any():
             raise ValueError(f"no rows for method {name!r} in column {method_col!r}")
     for corpus, group in windows[windows[method_col].isin([a, b])].groupby("corpus", sort=True):
-        side = {m: g.set_index("window")[["nll_sum", "tokens"]] for m, g in group.groupby(method_col)}
-        wa, wb = side.get(a), side.get(b)
-        if wa is None or wb is None:
-            raise ValueError(f"corpus {corpus!r}: no window scored for both {a!r} and {b!r}")
+        wa, wb = (group[group[method_col] == m].set_index("window")[["nll_sum", "tokens"]] for m in (a, b))
         for name, w in ((a, wa), (b, wb)):
             if w.index.duplicated().any():
                 raise ValueError(f"corpus {corpus!r}: method {name!r} has a window twice")
@@ -460,8 +457,6 @@ def paired_nll(windows, a: str, b: str, *, method_col: str = "method", n_boot: i
                          mean_b=float(wb.loc[common, "nll_sum"].sum()) / tokens, diff=boot["delta_nll"],
                          ci_low=boot["ci_low"], ci_high=boot["ci_high"],
                          ci_method="bootstrap over windows, token-weighted", tokens=tokens))
-    if not rows:
-        raise ValueError("no window to compare")
     return pd.DataFrame(rows)
 
 
