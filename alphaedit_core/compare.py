@@ -47,21 +47,24 @@ PREFIX_MIN = 342  # random.Random(seed).sample(records, n) of the 2,612 offline 
 
 # The offline models of shared/MODELS.md. `edits`: the guide size of the issue (AlphaEdit and MEMIT on two cores);
 # `n_edits`: the stream drawn (≥ PREFIX_MIN so that its records are the default stream's first ones);
-# `s_per_edit`: targets + keys + solve per edit and method at batch 100 on two quiet cores (SmolLM2 measured in
-# benchmarks/results/edit_speed-smollm2-135m-instruct-b100-quiet.md; Qwen-0.5B about 4x that; Gemma and Qwen-1.5B
-# scaled by the forward throughput of MODELS.md: estimates); `tok_s`: forward tokens/s on two cores (MODELS.md);
+# `s_per_edit`: targets + keys + solve per edit and method on two quiet cores (measured for SmolLM2, batch 50, in
+# benchmarks/results/chunk_speed-smollm2-135m-instruct-b50.md, and Qwen-0.5B, batch 100, in
+# benchmarks/results/edit_speed-qwen2.5-coder-0.5b-instruct-b100-before-after.md; Gemma scaled from SmolLM2 and
+# Qwen-1.5B from Qwen-0.5B by the forward throughput of MODELS.md: estimates); `tok_s`: forward tokens/s on two
+# cores (MODELS.md);
 # `fluency_cap`: records scored for fluency and consistency (ten 100-token generations each, at the unedited model
 # and the last milestone): fewer on the slower models, always the first records of the same sample, so that the
 # fluency of two models is still compared on common records.
 MODELS: dict[str, dict[str, Any]] = {
     "smollm2-135m-instruct": dict(family="LLaMA", size_b=0.135, instruct=True, edits=2000, n_edits=2000,
-                                  fluency_cap=50, s_per_edit=6.9, tok_s=399, estimate="measured"),
+                                  fluency_cap=50, s_per_edit=3.54, tok_s=399, estimate="measured"),
     "gemma3-270m": dict(family="Gemma", size_b=0.27, instruct=False, edits=1000, n_edits=1000,
-                        fluency_cap=20, s_per_edit=6.9 * 399 / 174, tok_s=174, estimate="scaled by forward throughput"),
+                        fluency_cap=20, s_per_edit=3.54 * 399 / 174, tok_s=174,
+                        estimate="SmolLM2 scaled by forward throughput"),
     "qwen2.5-coder-0.5b-instruct": dict(family="Qwen", size_b=0.49, instruct=True, edits=500, n_edits=500,
-                                        fluency_cap=20, s_per_edit=6.9 * 4, tok_s=113, estimate="about 4x SmolLM2"),
+                                        fluency_cap=20, s_per_edit=10.38, tok_s=113, estimate="measured"),
     "qwen2.5-coder-1.5b-instruct": dict(family="Qwen", size_b=1.54, instruct=True, edits=200, n_edits=400,
-                                        fluency_cap=10, s_per_edit=6.9 * 4 * 113 / 36, tok_s=36,
+                                        fluency_cap=10, s_per_edit=10.38 * 113 / 36, tok_s=36,
                                         estimate="Qwen-0.5B scaled by forward throughput"),
 }
 
