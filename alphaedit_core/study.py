@@ -164,10 +164,16 @@ def worker_notebook(name: str, notebooks: Path, tag: str, dest: Path) -> Path:
 def run_sweep_in_parallel(params: dict, notebooks: Path, jobs: int) -> None:
     """Run operating_points' settings loop in `jobs` worker processes (one thread each on two cores): every
     worker executes the notebook up to its loop, claims a setting before running it and skips those another
-    worker holds. The rendering run then finds the settings done (and runs any a worker left)."""
+    worker holds. The rendering run then finds the settings done (and runs any a worker left). Before the workers,
+    one process with every thread runs the notebook up to its cell tagged `shared-setup` (the second-moment
+    statistics of every text the sweep uses), so that the workers read them from the cache instead of each
+    computing the same matrices on one thread."""
     from .paths import cache_dir
 
     partial = cache_dir("runs", "partial")
+    setup = worker_notebook("operating_points", notebooks, "shared-setup", partial / "operating_points-setup.ipynb")
+    _papermill_all([_papermill_cmd(setup, partial / "operating_points-setup-run.ipynb", params, notebooks)],
+                   dict(os.environ), "operating_points set-up")
     source = worker_notebook("operating_points", notebooks, "sweep-loop", partial / "operating_points-loop.ipynb")
     cmds = [_papermill_cmd(source, partial / f"operating_points-worker{i}.ipynb", params, notebooks)
             for i in range(jobs)]

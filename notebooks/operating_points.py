@@ -153,7 +153,7 @@ pd.DataFrame([dict(order=i, setting=s.id, method=s.method, knob=s.knob, value=s.
 # statistics of another text. A rule that keeps no direction or every direction at some layer is not run (it is
 # listed as degenerate).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "shared-setup"]
 corpus_names = [hp.mom2_corpus] + [str(s.value) for s in grid if s.knob == "mom2_corpus"]
 stats_of, heldout_of = {}, {}  # per text: the second moments (AlphaEdit's C) and held-out keys after them
 for name in corpus_names:

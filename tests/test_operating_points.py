@@ -302,6 +302,12 @@ def test_parallel_workers_run_every_setting_once(tiny_setup):
     partial = cache_dir("runs", "partial")
     loop = nbformat.read(partial / "operating_points-loop.ipynb", as_version=4)
     assert "sweep-loop" in loop.cells[-1].metadata.tags and "for s in grid:" in loop.cells[-1].source
+    # the set-up run (every thread) computed the statistics before the workers started: no worker wrote one
+    setup = nbformat.read(partial / "operating_points-setup-run.ipynb", as_version=4)
+    assert "shared-setup" in setup.cells[-1].metadata.tags and "layer_stats(" in setup.cells[-1].source
+    stats = list(cache_dir("stats").rglob("*.safetensors"))
+    assert stats and all(p.stat().st_mtime <= (partial / "operating_points-setup-run.ipynb").stat().st_mtime
+                         for p in stats)
 
     def printed(path) -> str:
         nb = nbformat.read(path, as_version=4)
