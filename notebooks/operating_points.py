@@ -690,7 +690,9 @@ for m in methods:
                 clamp[m] = (shift[0], shift[1])
 notes = {}
 if clamps and not clamp:
-    notes["clamp"] = "The editor does not report the target shift ‖z − h0‖, so the clamp could not be checked."
+    notes["clamp"] = ("The clamp settings have not been run yet." if not any(
+        s.knob == "clamp_norm_factor" for s in done_settings) else
+        "The target shift ‖z − h0‖ of the clamp settings is not recorded, so the clamp could not be checked.")
 claims = {"C4": sweeps.c4_knobs(threshold_rows or None, l2_rows or None, clamp or None, edits=n_edits, notes=notes)}
 
 migration_id = f"alphaedit-migration-{migration_name}"
