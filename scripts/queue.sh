@@ -4,7 +4,7 @@
 #   1. the operating-points sweep (two one-thread worker processes: --jobs 2). The edit-count stream, the projector
 #      check and the metric definitions come before it in `make study`; they are not repeated here, because their
 #      checkpoints live in the cache ($ALPHAEDIT_CACHE), not in results/: on a fresh machine the edit-count step
-#      would redo both 2,000-edit streams (about 8 h each) only to re-render tables that are already complete.
+#      would redo both 2,000-edit streams (hours each) only to re-render tables that are already complete.
 #      Re-render them with `python -m alphaedit_core.study --only edit_count --time-budget 0 --no-book`;
 #   2. the collapse chapter's streams: the stabilisers, the ablations and the calibrated projector (one after the
 #      other; the calibrated stream needs step 1's calibrated.json);
