@@ -372,7 +372,7 @@ for s in grid:
             seconds_edit = sum(r.seconds_targets + r.seconds_keys + r.seconds_solve for r in editor.reports)
             append(tables["settings"], pd.DataFrame([{**row, "status": "done",
                                                       "seconds_edit": round(seconds_edit, 1),
-                                                      "seconds_eval": round(time.time() - t_eval, 1),
+                                                      "seconds_eval": round(time.time() - t_eval, 3),
                                                       "seconds_sitting": round(time.time() - started, 1)}]))
             print(f"{s.id}: done, {seconds_edit:.0f} s editing, {time.time() - t_eval:.0f} s scoring")
         finally:

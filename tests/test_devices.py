@@ -368,7 +368,10 @@ def test_emulated_split_model_edits_like_one_device(tok, tmp_path, arch, method,
         assert a.input_device == first_dev
         assert a.layer_device(1) == first_dev and a.layer_device(2) == other_dev
         assert_state_on_layer_devices(ed)
-        assert_same_edits(ref.weight_deltas(), ed.weight_deltas())
+        # relative 1e-3: the split run copies tensors between devices, so some matmuls take another memory layout and
+        # sum in another order; the targets' Adam steps and the solve carry that to up to 1.4e-4 of max |dW| (gpt2,
+        # MEMIT, on the 2-core AMD development machine); a device bug (stale or misplaced state) moves dW by O(1)
+        assert_same_edits(ref.weight_deltas(), ed.weight_deltas(), rel=1e-3)
         for l in ref.cache_c:
             assert_same_edits({l: ref.cache_c[l]}, {l: ed.cache_c[l]})
         # checkpoint and snapshot: CPU tensors on disk, back onto each layer's device

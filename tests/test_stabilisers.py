@@ -300,6 +300,17 @@ def planted(request):
     return model, tok, a, h, templates, argmax_history(model, tok, a, h, templates)
 
 
+def assert_same_targets(fast, ref, rel: float = 1e-3) -> None:
+    """The batched targets equal the per-request reference up to float32 reassociation: the batched forward sums in
+    another order, and Adam carries the last-bit differences through its steps (up to 2e-4 of the largest update
+    |z - h0| measured on the 2-core AMD development machine, 1e-5 absolute). A batching bug (a wrong mask, position or
+    row) moves z by a sizeable part of the update itself."""
+    update = float((ref.z - ref.h0).abs().max())
+    assert float((fast.h0 - ref.h0).abs().max()) <= 1e-5 * max(1.0, float(ref.h0.abs().max()))
+    err = float((fast.z - ref.z).abs().max())
+    assert err <= rel * update, f"max |z - z_ref| = {err:.3g}, {err / update:.3g} of the largest update"
+
+
 @pytest.mark.parametrize("count", [1, 2])
 def test_mpes_stops_when_the_object_is_first_the_argmax_everywhere(planted, count):
     model, tok, a, h, templates, history = planted
@@ -311,7 +322,7 @@ def test_mpes_stops_when_the_object_is_first_the_argmax_everywhere(planted, coun
     fast = compute_targets(model, tok, a, PLANTED, templates, hm)
     assert ref.steps.tolist() == want
     assert fast.steps.tolist() == want
-    assert (fast.z - ref.z).abs().max() <= 1e-5
+    assert_same_targets(fast, ref)
 
 
 @pytest.fixture(scope="module")
@@ -351,8 +362,7 @@ def test_mpes_batched_equals_reference(both_rules, chunk):
     for hm, _, ref in runs:
         fast = compute_targets(model, tok, a, requests, templates, hm.replace(targets_chunk=chunk))
         assert fast.steps.tolist() == ref.steps.tolist()
-        assert (fast.z - ref.z).abs().max() <= 1e-5
-        assert (fast.h0 - ref.h0).abs().max() <= 1e-5
+        assert_same_targets(fast, ref)
 
 
 # --- hparams and checkpoints -------------------------------------------------------------------------------------
