@@ -206,8 +206,11 @@ print("calibrated rule:", json.dumps(calibrated_rule) if calibrated_rule else f"
 # batch size, milestones, evaluation sample size): a variant of another stream could not be compared record by
 # record and would waste hours. Each variant then runs as its own `edit_count` execution, saved with its provenance
 # next to its tables in `collapse/<variant>/edit_count/` (the log of this cell is left out of the chapter).
+# On two or more cores, `alphaedit_core.study.run_streams_in_lanes` runs the streams in parallel lanes (one thread
+# each) by executing the notebook up to this cell with a part of `run_variants` per lane; this chapter then renders
+# what they wrote.
 
-# %% tags=["hide-input", "remove-output"]
+# %% tags=["hide-input", "remove-output", "stream-loop"]
 plain_summary = json.loads((reference / "summary.json").read_text()) if (reference / "summary.json").exists() else None
 if plain_summary is None:
     print(f"no plain run in {reference} yet: the comparisons below need it")

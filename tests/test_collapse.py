@@ -10,7 +10,7 @@ from scipy import stats
 
 
 from alphaedit_core import mechanism
-from alphaedit_core.study import ROOT, run_notebook
+from alphaedit_core.study import ROOT, run_notebook, run_streams_in_lanes
 from alphaedit_core.verdicts import c7_why, n1_norm_growth, norm_mechanism, rank_correlation
 
 EDITS = (100, 500, 1000, 1500, 2000)
@@ -198,7 +198,17 @@ def test_collapse_notebook_runs_the_variants_compares_them_and_resumes(tiny_setu
     others = {**variants, **ablations, "calibrated": rule}  # every stream besides plain AlphaEdit and MEMIT
     methods = {"mpes": "alphaedit", "norm": "alphaedit", "no-cache": "alphaedit_no_cache", "calibrated": "alphaedit"}
     out = results / "tiny" / "collapse"
-    run_notebook("collapse", params, out, ROOT / "notebooks", timeout=900)
+    # the streams edited in two parallel lanes (as on two cores), then the chapter renders what they wrote
+    lanes = [["mpes", "no-cache"], ["norm", "calibrated"]]
+    with pytest.raises(ValueError, match="more than one lane"):
+        run_streams_in_lanes(params, ROOT / "notebooks", [["mpes"], ["norm", "mpes"]])
+    run_streams_in_lanes(params, ROOT / "notebooks", lanes)
+    partial = tmp_path / "cache" / "runs" / "partial"
+    for i, lane in enumerate(lanes):  # each lane edited its own streams and no other
+        log = (partial / f"collapse-lane{i}.ipynb").read_text()
+        assert all(f"{v}: edit_count executed" in log for v in lane)
+        assert not any(f"{v}: edit_count executed" in log for v in others if v not in lane)
+    run_notebook("collapse", dict(params, run_streams=False), out, ROOT / "notebooks", timeout=900)
 
     summary = json.loads((out / "summary.json").read_text())
     # 4 edits cannot test a rule about 1,000 and more
