@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -180,12 +181,15 @@ def run_sweep_in_parallel(params: dict, notebooks: Path, jobs: int) -> None:
     _papermill_all(cmds, _one_thread_env(jobs), "operating_points workers")
 
 
-def run_streams_in_lanes(params: dict, notebooks: Path, lanes: list[list[str]]) -> None:
+def run_streams_in_lanes(params: dict, notebooks: Path, lanes: list[list[str]], threads: int | None = None,
+                         tag: str = "lane") -> None:
     """Edit the collapse chapter's streams in parallel lanes, one process with one thread each (2,000-edit streams
     take hours: two one-thread lanes on two cores edit about a third more per hour than one two-thread process).
     Lane i executes the chapter up to its cell tagged `stream-loop` with `run_streams=True` and
     `run_variants=lanes[i]`, its streams one after the other, each resuming from its checkpoints. Every stream
     writes its own folder and checkpoints, so the lanes never share one; a stream named in two lanes is refused.
+    `threads` per lane (default: the cores shared between the lanes); `tag` names the lanes' notebooks in the
+    cache (`runs/partial/collapse-<tag><i>.ipynb`), so that calls running at the same time keep their logs apart.
     Renders nothing: execute the chapter afterwards (`run_streams=False`) to read what the lanes wrote."""
     from .paths import cache_dir
 
@@ -196,11 +200,16 @@ def run_streams_in_lanes(params: dict, notebooks: Path, lanes: list[list[str]]) 
     if twice:
         raise ValueError(f"streams {twice} are in more than one lane: two runs would write one checkpoint")
     partial = cache_dir("runs", "partial")
-    source = worker_notebook("collapse", notebooks, "stream-loop", partial / "collapse-lanes.ipynb")
-    cmds = [_papermill_cmd(source, partial / f"collapse-lane{i}.ipynb",
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", tag):
+        raise ValueError(f"tag {tag!r}: letters, digits, '-' and '_' only (it names files)")
+    source = worker_notebook("collapse", notebooks, "stream-loop", partial / f"collapse-{tag}s.ipynb")
+    cmds = [_papermill_cmd(source, partial / f"collapse-{tag}{i}.ipynb",
                            {**params, "run_streams": True, "run_variants": lane}, notebooks)
             for i, lane in enumerate(lanes)]
-    _papermill_all(cmds, _one_thread_env(len(lanes)), "collapse stream lanes")
+    env = _one_thread_env(len(lanes))
+    if threads is not None:
+        env = {**env, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    _papermill_all(cmds, env, "collapse stream lanes")
 
 
 def main(argv: list[str] | None = None) -> None:

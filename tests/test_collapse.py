@@ -202,6 +202,8 @@ def test_collapse_notebook_runs_the_variants_compares_them_and_resumes(tiny_setu
     lanes = [["mpes", "no-cache"], ["norm", "calibrated"]]
     with pytest.raises(ValueError, match="more than one lane"):
         run_streams_in_lanes(params, ROOT / "notebooks", [["mpes"], ["norm", "mpes"]])
+    with pytest.raises(ValueError, match="tag"):
+        run_streams_in_lanes(params, ROOT / "notebooks", [["mpes"]], tag="../x")
     run_streams_in_lanes(params, ROOT / "notebooks", lanes)
     partial = tmp_path / "cache" / "runs" / "partial"
     for i, lane in enumerate(lanes):  # each lane edited its own streams and no other
