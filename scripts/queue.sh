@@ -13,7 +13,8 @@
 #      then MPES + norm constraint and the norm constraint; then the collapse chapter's render.
 # A step that fails is reported and the next one starts. Renders nothing into the book: `make book` does.
 # Usage: scripts/queue.sh [MODEL] [MODEL2]   (defaults: smollm2-135m-instruct, none); log: $QUEUE_LOG;
-# QUEUE_BUDGET=MIN: the sweep starts no new setting or batch after MIN minutes (the tables keep what finished)
+# QUEUE_BUDGET=MIN: the sweep starts no new setting or batch after MIN minutes (the tables keep what finished);
+# QUEUE_SKIP_SWEEP=1: start at step 2 (the sweep is finished and rendered)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODEL="${1:-smollm2-135m-instruct}"
@@ -27,8 +28,10 @@ step() {  # step NAME COMMAND...: run, time and report one step
   if "$@" >> "$LOG" 2>&1; then status=done; else status="FAILED (exit $?)"; fi
   echo "== $(date -u +%FT%TZ) $status: $name, $(( (SECONDS - t0) / 60 )) min" | tee -a "$LOG"
 }
-step "study: operating_points ($MODEL)" \
-  "$PY" -m alphaedit_core.study --model "$MODEL" --only operating_points --jobs 2 --no-book ${QUEUE_BUDGET:+--time-budget "$QUEUE_BUDGET"}
+if [ -z "${QUEUE_SKIP_SWEEP:-}" ]; then
+  step "study: operating_points ($MODEL)" \
+    "$PY" -m alphaedit_core.study --model "$MODEL" --only operating_points --jobs 2 --no-book ${QUEUE_BUDGET:+--time-budget "$QUEUE_BUDGET"}
+fi
 streams() {  # streams TAG NAME...: edit these collapse streams one after the other, on one thread
   local tag="$1"; shift
   "$PY" -c "
