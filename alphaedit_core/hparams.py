@@ -161,18 +161,19 @@ class EditHParams:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
-    def load(cls, name_or_path: str | Path, **overrides: Any) -> "EditHParams":
-        """A preset name (see `list_presets()`) or a JSON file, with field overrides."""
-        path = Path(name_or_path)
-        if path.suffix == ".json" and path.exists():
-            data = json.loads(path.read_text())
-        else:
-            files = resources.files("alphaedit_core") / PRESET_DIR
-            preset = files / f"{name_or_path}.json"
-            if not preset.is_file():
-                raise ValueError(f"unknown hparams preset {str(name_or_path)!r}; presets: {list_presets()}")
-            data = json.loads(preset.read_text())
-        return cls.from_dict({**data, **overrides})
+    def load(cls, name_or_path: str | Path, alternative: str | None = None, **overrides: Any) -> "EditHParams":
+        """A preset name (see `list_presets()`) or a JSON file, with field overrides. `alternative` names one of the
+        file's documented `alternatives` (see `preset_alternatives`), applied before the overrides, e.g.
+        `EditHParams.load("smollm2-135m-instruct", alternative="calibrated")` for the calibrated projector rule."""
+        data = _read_preset(name_or_path)
+        alternatives = _alternatives(data.pop(ALTERNATIVES, {}), name_or_path)
+        chosen: dict[str, Any] = {}
+        if alternative is not None:
+            if alternative not in alternatives:
+                raise ValueError(f"hparams {str(name_or_path)!r} has no alternative {alternative!r}; it documents "
+                                 f"{sorted(alternatives) or 'none'}")
+            chosen = {k: v for k, v in alternatives[alternative].items() if k != "note"}
+        return cls.from_dict({**data, **chosen, **overrides})
 
 
 TARGET_STOPS = ("loss", "most_probable")
@@ -207,6 +208,45 @@ def type_problem(value: Any, hint: Any) -> str | None:
     if hint is str:
         return None if isinstance(value, str) else f"must be a string (str), got {type(value).__name__}"
     raise TypeError(f"no type check for field type {hint!r}")  # a new field of another type: extend this
+
+
+ALTERNATIVES = "alternatives"  # preset key: {name: {field: value, ..., "note": why}}, not a field of EditHParams
+
+
+def _read_preset(name_or_path: str | Path) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if path.suffix == ".json" and path.exists():
+        return json.loads(path.read_text())
+    preset = resources.files("alphaedit_core") / PRESET_DIR / f"{name_or_path}.json"
+    if not preset.is_file():
+        raise ValueError(f"unknown hparams preset {str(name_or_path)!r}; presets: {list_presets()}")
+    return json.loads(preset.read_text())
+
+
+def _alternatives(raw: Any, where: str | Path) -> dict[str, dict[str, Any]]:
+    """A preset's `alternatives`, checked: each names known fields with values of the right type (and a `note`)."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"hparams {str(where)!r}: {ALTERNATIVES!r} must map names to field values")
+    hints = typing.get_type_hints(EditHParams)
+    for name, fields in raw.items():
+        if not isinstance(fields, dict) or not fields:
+            raise ValueError(f"hparams {str(where)!r}: alternative {name!r} must be a non-empty object")
+        for key, value in fields.items():
+            if key == "note":
+                continue
+            if key not in hints:
+                raise ValueError(f"hparams {str(where)!r}: alternative {name!r} sets unknown field {key!r}")
+            problem = type_problem(value, hints[key])
+            if problem:
+                raise ValueError(f"hparams {str(where)!r}: alternative {name!r}: {key}={value!r} {problem}")
+    return raw
+
+
+def preset_alternatives(name_or_path: str | Path) -> dict[str, dict[str, Any]]:
+    """The alternatives a preset documents beside its official values, {name: {field: value, "note": why}}: for
+    example "calibrated", the scale-free projector rule chosen by the operating-points chapter. Not applied unless
+    named (`EditHParams.load(..., alternative=name)`), so they change no run's identity."""
+    return _alternatives(_read_preset(name_or_path).get(ALTERNATIVES, {}), name_or_path)
 
 
 def list_presets() -> list[str]:

@@ -139,8 +139,8 @@ print(f"{len(grid)} settings, {n_edits} edits each in batches of {batch_size}; c
 print("preset:", json.dumps(base))
 if migration:
     print(f"C3 migration ({migration[0]}): {json.dumps(migration[1])}")
-pd.DataFrame([dict(order=i, setting=s.id, method=s.method, knob=s.knob, value=s.value, tier=s.tier,
-                   overrides=json.dumps(s.overrides)) for i, s in enumerate(grid)])
+pd.DataFrame([dict(setting=s.id, method=s.method, knob=s.knob, value=s.value, tier=s.tier)
+              for s in grid]).rename_axis("order")
 
 # %% [markdown]
 # ## The projector at every rule of the sweep
@@ -151,7 +151,8 @@ pd.DataFrame([dict(order=i, setting=s.id, method=s.method, knob=s.knob, value=s.
 # the keys of held-out factual text (every token of true statements "subject relation object." of the stream's
 # records that are not edited here, `leak_facts`). Rules named `…@<corpus>` are P at the preset's rule from the
 # statistics of another text. A rule that keeps no direction or every direction at some layer is not run (it is
-# listed as degenerate).
+# listed as degenerate). The table gives each rule's range of kept directions over the edited layers and the means of
+# the rest; `projector.csv` has every layer's row, with the eigenvalue at the cut and the equivalent threshold.
 
 # %% tags=["hide-input", "shared-setup"]
 corpus_names = [hp.mom2_corpus] + [str(s.value) for s in grid if s.knob == "mom2_corpus"]
@@ -232,7 +233,13 @@ projector = pd.DataFrame(proj_rows)
 projector.to_csv(out / "projector.csv", index=False)
 degenerate = set(projector[projector.degenerate].rule)
 held_columns = [f"leak_heldout_{sweeps.corpus_label(c)}" for c in corpus_names]
-projector.drop(columns=["mode", "value"] + held_columns).round(3)
+# per rule, the mean over the edited layers (every layer's row: projector.csv)
+projector.groupby("rule", sort=False).agg(
+    directions_kept=("n_kept", lambda n: f"{n.min()}–{n.max()}"), kept_share=("kept_share", "mean"),
+    energy_kept=("energy_kept", "mean"), leak_heldout=("leak_heldout", "mean"),
+    leak_neighbour=("leak_neighbour", "mean"), leak_edit=("leak_edit", "mean"), leak_facts=("leak_facts", "mean"),
+    degenerate=("degenerate", "any"),
+).round(3)
 
 # %% [markdown]
 # **The covariance corpus.** P at the preset's rule from the statistics of each text, and its leak ‖Pk‖/‖k‖
@@ -388,7 +395,10 @@ if len(finished):
     print(f"{len(finished)} settings done ({per / 60:.1f} min each on average), {len(pending)} pending "
           f"(about {per * len(pending) / 3600:.1f} h more)" + (f"; stopped at {stopped}" if stopped else "")
           + (f"; {len(elsewhere)} left to other workers" if elsewhere else ""))
-settings
+# what each setting cost (every column, the overrides and run keys included: settings.csv)
+settings.set_index("setting")[["status", "seconds_edit", "seconds_eval"]].assign(
+    minutes_editing=lambda t: (t.seconds_edit / 60).round(1), minutes_scoring=lambda t: (t.seconds_eval / 60).round(1)
+).drop(columns=["seconds_edit", "seconds_eval"])
 
 # %% [markdown]
 # ## Every setting's numbers

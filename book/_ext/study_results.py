@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-CHAPTERS = ("projection_check", "edit_count", "metric_definitions")
+CHAPTERS = ("projection_check", "edit_count", "metric_definitions", "operating_points")
 LEDGER = "claims_ledger"
 CHAPTER_TITLES = {
     "projection_check": "The projector P",
@@ -1088,6 +1088,38 @@ def block_what_this_means(ctx: Ctx) -> str:
             text += ("The preservation advantage of the paper's Table 1 does not appear in this stream. "
                      if (d == 1).sum() == 0 else "")
             places = [p for p in (ctx.chapter("edit_count"), ctx.figure("fig-paired-differences")) if p]
+            out.append(f"- {text}({', '.join(places)})")
+    # --- equal edit strength (the operating-points sweep)
+    eq = ctx.csv("operating_points/equal_efficacy.csv")
+    ops = ctx.json("operating_points/summary.json") or {}
+    if eq is not None and {"kind", "measure", "diff", "ci_low", "ci_high"} <= set(eq.columns):
+        inter = eq[(eq["kind"] == "interpolated") & eq["diff"].notna()]
+        keep = inter[inter["measure"].isin(["specificity", "locality"])]
+        drift = inter[inter["measure"] == "drift"]
+        if len(keep):
+            d = keep.apply(_direction, axis=1)
+            text = (f"**At equal edit strength the methods are close.** Interpolated to the same efficacy along "
+                    f"each of AlphaEdit's knobs and MEMIT's λ after {esc(ops.get('n_edits', 'n/a'))} edits, "
+                    f"AlphaEdit's specificity and EasyEdit locality are higher than MEMIT's in {int((d == 1).sum())}, "
+                    f"lower in {int((d == -1).sum())} and not distinguishable in {int((d == 0).sum())} of "
+                    f"{len(keep)} paired comparisons")
+            if len(drift):
+                dd = drift.apply(_direction, axis=1)
+                text += (f"; its hidden states drift further on held-out text in {int((dd == 1).sum())} of "
+                         f"{len(drift)}")
+            text += ". "
+            cal = ctx.json("operating_points/calibrated.json")
+            if cal and "rule" in cal:
+                rule = cal["rule"]
+                share = rule.get("nullspace_energy")
+                crit = cal.get("criterion", {})
+                text += (f"A scale-free projector (the energy rule, keeping the weakest directions that together hold "
+                         f"{pct(share, 0)} of the keys' energy) calibrated on the sweep lets held-out keys keep "
+                         f"{num(cal.get('leak_heldout'))} of their norm "
+                         + (f"(under the target {num(crit.get('leak_target'))})" if cal.get("protects") else
+                            f"(the target {num(crit.get('leak_target'))} is out of reach while the edits still land)")
+                         + f" at efficacy {pct(cal.get('efficacy'))}. ")
+            places = [p for p in (ctx.chapter("operating_points"), ctx.figure("fig-operating-equal")) if p]
             out.append(f"- {text}({', '.join(places)})")
     # --- the metrics
     gaps = gap_summary(ctx)
