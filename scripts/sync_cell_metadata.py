@@ -47,6 +47,17 @@ def sync(path: Path, notebooks: Path, check: bool) -> bool:
     return True
 
 
+def shown(path: Path) -> str:
+    return str(path.relative_to(ROOT) if path.is_absolute() and path.is_relative_to(ROOT) else path)
+
+
+def still_executing(path: Path) -> bool:
+    """True for a notebook that papermill started and has not finished (no end time): a long stream still running,
+    or one that was killed and will be executed again."""
+    meta = json.loads(path.read_text()).get("metadata", {}).get("papermill")
+    return isinstance(meta, dict) and bool(meta.get("start_time")) and not meta.get("end_time")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="*", type=Path, help="executed notebooks (default: all under results/)")
@@ -55,9 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     paths = args.paths or sorted(p for p in (ROOT / "results").rglob("*.ipynb")
                                  if p.parent.name == p.stem and ".ipynb_checkpoints" not in p.parts)
-    changed = [p for p in paths if sync(p, args.notebooks, args.check)]
+    running = [p for p in paths if still_executing(p)]  # papermill is writing it: its next save would win anyway
+    for p in running:
+        print("skipped, papermill has not finished it: " + shown(p))
+    changed = [p for p in paths if p not in running and sync(p, args.notebooks, args.check)]
     for p in changed:
-        print(("out of date: " if args.check else "updated: ") + str(p.relative_to(ROOT) if p.is_absolute() else p))
+        print(("out of date: " if args.check else "updated: ") + shown(p))
     print(f"{len(changed)} of {len(paths)} executed notebooks {'out of date' if args.check else 'updated'}")
     return 1 if args.check and changed else 0
 

@@ -218,6 +218,23 @@ def test_executed_notebooks_carry_their_presentation():
     assert proc.returncode == 0, f"run `.venv/bin/python scripts/sync_cell_metadata.py`:\n{proc.stdout}"
 
 
+def test_a_notebook_papermill_is_still_writing_is_left_alone(tmp_path):
+    """A long stream's executed notebook, still being written by papermill (no end time), is skipped: rewriting it
+    would race papermill's own saves. The same notebook once finished is checked (and here out of date)."""
+    nb = json.loads((REPO / "results" / MODEL / "edit_count" / "edit_count.ipynb").read_text())
+    for cell in nb["cells"]:
+        cell["metadata"].pop("tags", None)  # the presentation lost: out of date
+    path = tmp_path / "edit_count" / "edit_count.ipynb"
+    path.parent.mkdir()
+    script = [sys.executable, str(REPO / "scripts" / "sync_cell_metadata.py"), "--check", str(path)]
+    for end_time, rc in ((None, 0), ("2026-01-01T00:00:00", 1)):
+        nb["metadata"]["papermill"]["end_time"] = end_time
+        path.write_text(json.dumps(nb))
+        proc = subprocess.run(script, capture_output=True, text=True, cwd=REPO)
+        assert proc.returncode == rc, proc.stdout + proc.stderr
+        assert ("skipped, papermill has not finished it" in proc.stdout) == (end_time is None)
+
+
 def test_result_role_reads_files_and_reports_what_is_missing(tmp_path):
     import study_results as sr
 
