@@ -113,8 +113,9 @@ def run_notebook(name: str, parameters: dict, out_dir: Path, notebooks: Path, ti
     return output
 
 
-def _one_thread_env(jobs: int) -> dict:
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+def _one_thread_env(jobs: int, threads: int | None = None) -> dict:
+    """The environment of `jobs` processes sharing the cores (`threads` each when given)."""
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
@@ -199,17 +200,14 @@ def run_streams_in_lanes(params: dict, notebooks: Path, lanes: list[list[str]], 
     twice = sorted({v for v in named if named.count(v) > 1})
     if twice:
         raise ValueError(f"streams {twice} are in more than one lane: two runs would write one checkpoint")
-    partial = cache_dir("runs", "partial")
     if not re.fullmatch(r"[A-Za-z0-9_-]+", tag):
         raise ValueError(f"tag {tag!r}: letters, digits, '-' and '_' only (it names files)")
+    partial = cache_dir("runs", "partial")
     source = worker_notebook("collapse", notebooks, "stream-loop", partial / f"collapse-{tag}s.ipynb")
     cmds = [_papermill_cmd(source, partial / f"collapse-{tag}{i}.ipynb",
                            {**params, "run_streams": True, "run_variants": lane}, notebooks)
             for i, lane in enumerate(lanes)]
-    env = _one_thread_env(len(lanes))
-    if threads is not None:
-        env = {**env, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    _papermill_all(cmds, env, "collapse stream lanes")
+    _papermill_all(cmds, _one_thread_env(len(lanes), threads), "collapse stream lanes")
 
 
 def main(argv: list[str] | None = None) -> None:

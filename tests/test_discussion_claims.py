@@ -2,6 +2,7 @@
 the numbers go ("AlphaEdit edits more strongly", "about half"). Each test here re-checks one such sentence against
 the committed results of the default model, reading the CSV files directly, so that a re-run that turns a sentence
 false fails here instead of leaving a wrong sentence in the book."""
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +19,14 @@ def table(rel: str) -> pd.DataFrame:
     if not path.is_file():
         pytest.skip(f"no {path.relative_to(RESULTS.parents[1])} (the chapter has not been run)")
     return pd.read_csv(path)
+
+
+def document(rel: str) -> dict:
+    """A JSON file of the results, as `table` reads a CSV file."""
+    path = RESULTS / rel
+    if not path.is_file():
+        pytest.skip(f"no {path.relative_to(RESULTS.parents[1])} (the chapter has not been run)")
+    return json.loads(path.read_text())
 
 
 def rows(paired: pd.DataFrame, family: str, metric: str) -> pd.DataFrame:
@@ -196,12 +205,7 @@ def test_at_equal_efficacy_the_methods_preserve_about_equally_and_alphaedit_drif
 def test_the_calibrated_projector_leaks_less_but_does_not_protect():
     """"no share meets both, since the one that reaches the leak target ... lands only ... of the edits", "The
     chosen P lets held-out keys keep ... (the official threshold ...)", "it reduces the drift"."""
-    import json
-
-    path = RESULTS / "operating_points" / "calibrated.json"
-    if not path.is_file():
-        pytest.skip("no operating_points/calibrated.json")
-    cal = json.loads(path.read_text())
+    cal = document("operating_points/calibrated.json")
     pts = table("operating_points/points.csv").set_index("setting")
     target, floor = cal["criterion"]["leak_target"], cal["criterion"]["efficacy_floor"]
     assert not cal["protects"] and cal["edits_land"]
@@ -227,12 +231,7 @@ def test_the_covariance_text_and_the_migrated_preset():
     more of the neighbourhood", "drift further on held-out Austen text", "At unchanged efficacy it is the strongest
     lever on preservation in the sweep"; the migrated preset "lands fewer edits ... and keeps much more locality",
     "the derived preset edits better, at a cost in preservation"."""
-    import json
-
-    path = RESULTS / "operating_points" / "summary.json"
-    if not path.is_file():
-        pytest.skip("no operating_points/summary.json")
-    summary = json.loads(path.read_text())
+    summary = document("operating_points/summary.json")
     corpus = summary["covariance_corpus"]
     assert corpus["leak"]["wordnet"]["leak_facts"] < corpus["leak"]["austen"]["leak_facts"]
     vs = corpus["versus_preset"]["wordnet"]  # WordNet's P − Austen's, paired on the same records

@@ -17,7 +17,7 @@ def test_documented_alternatives_change_no_run_identity():
     """The default points of the committed sweep were recorded with the presets as they were before alternatives
     existed: loading the preset still gives the very digests of settings.csv (a loader that let `alternatives` into
     the fields, or applied one by default, would change them and orphan every checkpoint)."""
-    settings = REPO / "results" / "smollm2-135m-instruct" / "operating_points" / "settings.csv"
+    settings = OPERATING / "settings.csv"
     if not settings.is_file():
         pytest.skip("no committed operating_points/settings.csv")
     recorded = pd.read_csv(settings).set_index("setting")["hparams_digest"]
