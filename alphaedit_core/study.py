@@ -185,7 +185,8 @@ def run_sweep_in_parallel(params: dict, notebooks: Path, jobs: int) -> None:
 def run_streams_in_lanes(params: dict, notebooks: Path, lanes: list[list[str]], threads: int | None = None,
                          tag: str = "lane") -> None:
     """Edit the collapse chapter's streams in parallel lanes, one process with one thread each (2,000-edit streams
-    take hours: two one-thread lanes on two cores edit about a third more per hour than one two-thread process).
+    take hours: two one-thread lanes on two cores edit about 8% more per hour than one two-thread process,
+    benchmarks/results/lanes_vs_threads-smollm2-135m-instruct.md).
     Lane i executes the chapter up to its cell tagged `stream-loop` with `run_streams=True` and
     `run_variants=lanes[i]`, its streams one after the other, each resuming from its checkpoints. Every stream
     writes its own folder and checkpoints, so the lanes never share one; a stream named in two lanes is refused.

@@ -4,7 +4,7 @@
 #   1. Qwen2.5-Coder-0.5B, one batch of 100: targets / keys / solve per request, projected hours, peak memory; and the
 #      targets of the batch's first chunk (25 requests) through targets.py before the speed work (531ca40) and the
 #      installed one, alternated, with the z difference and the step counts.
-#   2. SmolLM2-135M, one batch of 100: the targets under the preset and under most-probable early stopping (MPES),
+#   2. SmolLM2-135M, one batch of 100: the targets under the preset and under most-probable early stopping (MPES, most_probable_count 2 as in the collapse streams),
 #      alternated, with the Adam steps per request of each.
 #   3. Qwen2.5-Coder-0.5B, where the time of the targets goes (torch.profiler, one chunk of 25 requests, 2 Adam
 #      steps each), before (531ca40) and after the speed work (about 20 min).
@@ -24,7 +24,7 @@ for w in ${@:-qwen mpes}; do
         --before "$before" --compare-requests 25 \
         --out "benchmarks/results/edit_speed-{model}-b100-before-after.md" ;;
   mpes) "$PY" benchmarks/edit_speed.py --models smollm2-135m-instruct --batch 100 --threads 2 \
-        --variant '{"target_stop": "most_probable"}' \
+        --variant '{"target_stop": "most_probable", "most_probable_count": 2}' --rounds 2 --compare-requests 50 \
         --out "benchmarks/results/mpes_speed-{model}-b100.md" ;;
   profile) for impl in before after; do
         "$PY" benchmarks/profile_targets.py --model qwen2.5-coder-0.5b-instruct --batch 25 --steps 2 --threads 2 \
