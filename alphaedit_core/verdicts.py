@@ -313,8 +313,9 @@ def norm_mechanism(scores: Mapping[str, Scores], norms: Scores, n_planned: int, 
         return out
     ready = [v for v in variants if out["reached"][v] >= need]
     if not ready:
-        out["why_not"] = (f"No stabilised stream has reached the {need:,} edits the rule needs ("
-                          + ", ".join(f"{v} {out['reached'][v]:,}" for v in variants) + ").")
+        out["why_not"] = (f"No stabilised stream has reached the {need:,} edits the rule needs"
+                          + (" (" + ", ".join(f"{v} {out['reached'][v]:,}" for v in variants) + ")." if variants
+                             else ": none has been evaluated yet."))
         return out
     ref_onsets = {f: onsets(scores[f][reference]) for f in FAMILIES}
     onset = {f: ("collapse", o["collapse"]) if o["collapse"] else ("drop", o["drop"]) for f, o in ref_onsets.items()

@@ -77,9 +77,11 @@
 # why are `verdicts.norm_mechanism`, `n1_norm_growth` and `c7_why`.
 #
 # **Running it.** The stabilised streams are edited when `run_streams` is true, one after the other, each resuming
-# from its checkpoint; otherwise the notebook only reads what they wrote. Each stream costs about 4 h on two quiet
-# cores at the plain speed (2,000 edits × 6.9 s, 90% of it in the target optimisation) plus about half an hour of
-# milestone evaluations; the early-stopping streams less, in proportion to the Adam steps they save: 12–14 h in all.
+# from its checkpoint; otherwise the notebook only reads what they wrote. On two quiet cores a stream at the plain
+# speed costs about 2.3 h of editing (2,000 edits × 4.2 s, 87% of it in the target optimisation;
+# `benchmarks/results/mpes_speed-smollm2-135m-instruct-b100.md`) plus about half an hour of milestone evaluations;
+# MPES cuts the Adam steps per request from 22 to 9 and the target optimisation 1.7–1.9× (same table), so its
+# streams cost about 2 h: some 18 h for the seven streams. The cost table below gives what each really took.
 # `time_budget_min` stops starting new edit batches after that many minutes; the same command resumes. From the
 # repository root (this also refreshes `collapse.ipynb` from this file and records the provenance):
 #
@@ -129,6 +131,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import papermill
 import seaborn as sns
+from IPython.display import Markdown
 
 from alphaedit_core import mechanism
 from alphaedit_core.metrics import summarize
@@ -287,12 +290,32 @@ present = [v for v in specs if v in streams]  # every variant, ablation and cali
 stabilisers = [v for v in variants if v in streams]  # the ones N1 and C7 are about
 order = [s for s in (PLAIN, MEMIT, *specs) if s in streams]
 reached = {s: int(streams[s]["raw"].edits.max()) for s in order}
-pd.DataFrame([dict(stream=s, run_key=streams[s]["run_key"], edits_evaluated=reached[s],
-                   edits_checkpointed=streams[s]["summary"].get("edits_checkpointed", {}).get(streams[s]["method"]),
-                   kind=kind.get(s, "reference"), method=streams[s]["method"],
-                   hyperparameters=json.dumps(overrides_of(s) if s in specs else {}),
-                   seconds_this_execution=launched.get(s))
-              for s in order])
+
+
+def checkpointed_edits(s: str) -> int | None:
+    """Edits in the stream's checkpoint: from its summary.json once its edit_count finished, else from the
+    checkpoint's batch reports (a stream still editing)."""
+    done = streams[s]["summary"].get("edits_checkpointed", {}).get(streams[s]["method"])
+    if done is None and streams[s]["reports"] is not None and len(streams[s]["reports"]):
+        done = min(len(streams[s]["reports"]) * setting["batch_size"], setting["n_edits"])
+    return None if done is None else int(done)
+
+
+stream_table = pd.DataFrame([dict(stream=s, kind=kind.get(s, "reference"), method=streams[s]["method"],
+                                  hyperparameters=json.dumps(overrides_of(s) if s in specs else {}),
+                                  edits_evaluated=reached[s], edits_checkpointed=checkpointed_edits(s),
+                                  seconds_this_execution=launched.get(s), run_key=streams[s]["run_key"])
+                             for s in order])
+stream_table.to_csv(out / "streams.csv", index=False)
+unfinished = [s for s in order if reached[s] < setting["n_edits"]]
+display(Markdown(
+    f"**In this build:** {len(order)} streams; "
+    + ("every one evaluated to its last milestone." if not unfinished else
+       "still editing or stopped early: " + ", ".join(f"{s} (evaluated to {reached[s]:,} of {setting['n_edits']:,} "
+                                                       "edits)" for s in unfinished) + ".")
+    + (f" Not run yet: {', '.join(v for v in specs if v not in streams)}." if set(specs) - set(streams) else "")
+    + " Comparisons below use only the milestones each stream has reached."))
+stream_table.drop(columns=["run_key"]).set_index("stream")
 
 # %% [markdown]
 # ## The metric families per stream
@@ -317,6 +340,8 @@ g = sns.relplot(by_edits, x="edits", y="mean", hue="stream", hue_order=order, co
                 kind="line", marker="o", height=2.6, aspect=1.25, facet_kws=dict(sharey=False))
 g.set_titles("{col_name}")
 g.figure.savefig(out / "accuracy_vs_edits.png", dpi=120, bbox_inches="tight")
+
+# %% tags=["hide-input"]
 by_edits.pivot_table(index=["stream", "edits"], columns="measure", values="mean").round(3).reindex(order, level=0)
 
 # %% [markdown]
@@ -339,12 +364,17 @@ def paired_against(names: list[str], reference: str) -> pd.DataFrame:
         columns=[*group, "stream", "n", "n_only_a", "n_only_b", "mean_a", "mean_b", "diff", "ci_low", "ci_high"])
 
 
+SHOWN = ["official: efficacy", "official: generalization", "official: specificity", "easyedit: rewrite_acc",
+         "easyedit: locality"]  # the measures of the paired tables on the page (the CSV files keep every one)
+
+
 def intervals(table: pd.DataFrame) -> pd.DataFrame:
-    """A paired table as "diff [low, high]" per stream and milestone (rows) and measure (columns)."""
-    return table.assign(measure=table.family + ": " + table.metric,
+    """A paired table as "diff [low, high]" per stream and milestone (rows) and the main measures (columns)."""
+    wide = table.assign(measure=table.family + ": " + table.metric,
                         interval=[f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi in
                                   zip(table["diff"], table.ci_low, table.ci_high)]) \
         .pivot_table(index=["stream", "edits"], columns="measure", values="interval", aggfunc="first")
+    return wide[[c for c in SHOWN if c in wide.columns]]
 
 
 paired = paired_against(present, PLAIN)
@@ -452,15 +482,21 @@ fig.savefig(out / "norm_growth.png", dpi=120, bbox_inches="tight")
 # %% [markdown]
 # ## Where each stream's collapse begins
 # As in the edit-count chapter (`verdicts.onsets`): for each stream and measure the first milestone more than 10
-# points below the stream's first milestone ("drop") and the first below half of it ("collapse"); empty where the
-# stream never got there.
+# points below the stream's first milestone ("drop") and the first below half of it ("collapse"), shown as
+# "drop / collapse" for the main measures, with — where the stream never got there (up to the milestone it was
+# evaluated to).
 
 # %%
 onset = pd.DataFrame([dict(stream=s, measure=m, **onsets(dict(zip(g.edits, g["mean"]))))
                       for (s, m), g in by_edits[by_edits.edits > 0].groupby(["stream", "measure"])])
 onset.to_csv(out / "onsets.csv", index=False)
-onset.astype({c: "Int64" for c in ["first", "drop", "collapse", "last"]}).set_index(["stream", "measure"]).reindex(
-    order, level=0)
+shown_onset = onset[onset.measure.isin(SHOWN)].assign(
+    at=lambda t: [" / ".join("—" if pd.isna(x) else f"{int(x):,}" for x in (d, c))
+                  for d, c in zip(t["drop"], t["collapse"])])
+shown_onset = shown_onset.pivot_table(index="stream", columns="measure", values="at", aggfunc="first")
+shown_onset = shown_onset.reindex(order)[[c for c in SHOWN if c in shown_onset.columns]]
+shown_onset.insert(0, "evaluated to", [reached[s] for s in shown_onset.index])
+shown_onset  # drop / collapse milestone per measure (— : not reached); the CSV file has every measure
 
 # %% tags=["hide-input"] mystnb={"figure": {"name": "fig-collapse-onset", "caption": "Collapse onset per stream: the bar spans the milestones each stream was evaluated at, the triangle marks the first drop of more than 10 points below its first milestone and the cross the first fall below half of it. Look at whether the stabilised streams' markers sit right of plain AlphaEdit's, or are absent."}, "image": {"alt": "Two panels (efficacy and rewrite accuracy) with the number of edits on the horizontal axis and one row per stream: a grey horizontal bar over the evaluated milestones, a triangle at the drop and a cross at the collapse."}}
 panels = ["official: efficacy", "easyedit: rewrite_acc"]
@@ -494,7 +530,11 @@ fig.savefig(out / "onsets.png", dpi=120, bbox_inches="tight")
 # %%
 cost = mechanism.cost_table(batches[batches.stream.isin(order)], reference=PLAIN)
 cost.to_csv(out / "cost.csv", index=False)
-cost.round(3)
+cost.set_index("stream")[["edits", "hours", "seconds_per_batch", "seconds_targets_per_batch", "adam_steps",
+                          "steps_vs_reference", "seconds_vs_reference"]].rename(columns={
+    "seconds_per_batch": "s per batch", "seconds_targets_per_batch": "targets, s per batch",
+    "adam_steps": "Adam steps", "steps_vs_reference": "steps vs plain", "seconds_vs_reference": "seconds vs plain"}
+).round(2)
 
 # %% [markdown]
 # ## Closing table
@@ -504,7 +544,7 @@ cost.round(3)
 # %%
 rows = []
 for v in present:
-    for m in [m for m in report_at if m in milestones]:
+    for m in [m for m in report_at if m in milestones and m <= reached[v]]:
         row = dict(stream=v, edits=m)
         for metric in ("efficacy", "specificity", "locality"):
             p = paired[(paired.stream == v) & (paired.edits == m) & (paired.metric == metric)]
@@ -515,9 +555,12 @@ for v in present:
         if all(len(x) for x in norm.values()):
             row["norm, last layer"] = f"{norm[v].iloc[0]:.3g} (×{norm[v].iloc[0] / norm[PLAIN].iloc[0]:.2f})"
         rows.append(row)
-closing = pd.DataFrame(rows)
+closing = pd.DataFrame(rows, columns=["stream", "edits", "efficacy", "specificity", "locality", "norm, last layer"])
 closing.to_csv(out / "closing.csv", index=False)
-closing
+if len(closing):
+    display(closing.set_index(["stream", "edits"]))
+else:
+    display(Markdown(f"No stream beside the plain ones has reached a milestone of `report_at` ({report_at}) yet."))
 
 # %% [markdown]
 # ## Verdicts

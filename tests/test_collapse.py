@@ -119,6 +119,9 @@ def test_not_testable_until_the_streams_reach_the_milestones_the_rule_needs():
     partial = {f: {**s, "norm": {e: v for e, v in s["norm"].items() if e <= 1500}} for f, s in scores.items()}
     n1 = n1_norm_growth(partial, norms, 2000, ["norm"])
     assert n1["verdict"] == "not testable here" and "(norm 1,500)" in n1["evidence"]
+    # no stabilised stream evaluated at all: the evidence says so instead of listing nothing
+    none = n1_norm_growth(scores, norms, 2000, [])
+    assert none["verdict"] == "not testable here" and none["evidence"].endswith("none has been evaluated yet.")
     # a plain stream that never drops has no collapse to explain
     flat = {f: {**s, "alphaedit": dict(zip(EDITS, [0.95] * 5))} for f, s in scores.items()}
     assert "no collapse to explain" in n1_norm_growth(flat, norms, 2000, ["norm"])["evidence"]
