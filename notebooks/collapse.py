@@ -57,7 +57,9 @@
 #
 # **Where AlphaEdit's stability comes from** (the operating-points issue's ablations). AlphaEdit differs from MEMIT
 # in two ways: the projector P (the update lives where the preserved keys are small) and the accumulated constraint
-# `cache_c` (the keys of earlier edits are held where they were). Two ablation streams take one away each:
+# `cache_c` (the keys of earlier edits are held where they were). Two ablation streams take one away each, over the
+# first 1,000 edits of the stream (by then plain AlphaEdit and MEMIT differ clearly in every edit measure; the
+# compute of the last 1,000 goes to the stabilisers):
 #
 # - **no-cache**: method `alphaedit_no_cache`, P without `cache_c` (every batch solved as if it were the first).
 # - **p-identity**: `nullspace_mode="identity"`, `cache_c` without P: the update R Kᵀ (K Kᵀ + cache_c + L2 I)⁻¹, a
@@ -110,8 +112,10 @@ variants = {
 }
 stream = {}  # edit_count parameters of every stabilised stream (empty: edit_count's defaults, the full stream)
 run_streams = False  # edit (or resume) the stabilised streams; False: only read what they wrote
-ablations = {"no-cache": {"method": "alphaedit_no_cache"},  # P without the accumulated constraint
-             "p-identity": {"nullspace_mode": "identity"}}  # the accumulated constraint without P (P = I)
+# the two ablations stop at 1,000 edits (where plain AlphaEdit and MEMIT already differ clearly; the compute goes to
+# the stabilisers' full streams); remove `stop_after_edits` to resume them to 2,000 (same run key, same checkpoints)
+ablations = {"no-cache": {"method": "alphaedit_no_cache", "stop_after_edits": 1000},  # P without cache_c
+             "p-identity": {"nullspace_mode": "identity", "stop_after_edits": 1000}}  # cache_c without P (P = I)
 calibrated = "auto"  # calibrated.json whose rule edits one more stream ("auto": the operating-points chapter's, if any)
 run_variants = None  # the streams this execution edits (None: every variant, ablation and the calibrated one)
 time_budget_min = None  # start no new edit batch after this many minutes, all variants together
@@ -169,12 +173,21 @@ if len({slug(v) for v in specs}) != len(variants) + len(ablations) + bool(calibr
                      f"{CALIBRATED!r} and from each other")
 
 
+STREAM_KEYS = ("method", "stop_after_edits")  # keys of a stream's entry that are not hyperparameters
+
+
 def method_of(name: str) -> str:
     return specs[name].get("method", PLAIN)
 
 
 def overrides_of(name: str) -> dict:
-    return {k: v for k, v in specs[name].items() if k != "method"}
+    return {k: v for k, v in specs[name].items() if k not in STREAM_KEYS}
+
+
+def planned_edits(name: str) -> int:
+    """The edits a stream is meant to reach: its own `stop_after_edits`, else the shared setting's."""
+    own = specs[name].get("stop_after_edits") if name in specs else None
+    return int(own or setting.get("stop_after_edits") or setting["n_edits"])
 
 
 folders = {v: out / slug(v) / "edit_count" for v in specs}
@@ -195,7 +208,9 @@ def stream_parameters(variant: str, minutes: float | None) -> dict:
     return {**stream, "model": model, "methods": [method_of(variant)],
             "label": f"{model_dir}/collapse/{slug(variant)}",
             "overrides": {**stream.get("overrides", {}), **overrides_of(variant)}, "results_dir": rel, "quick": quick,
-            "time_budget_min": minutes}
+            "time_budget_min": minutes,
+            **({"stop_after_edits": specs[variant]["stop_after_edits"]} if "stop_after_edits" in specs[variant]
+               else {})}
 
 
 print("stream setting:", json.dumps({k: setting[k] for k in ("n_edits", "batch_size", "milestones", "eval_cap",
@@ -303,15 +318,16 @@ def checkpointed_edits(s: str) -> int | None:
 
 stream_table = pd.DataFrame([dict(stream=s, kind=kind.get(s, "reference"), method=streams[s]["method"],
                                   hyperparameters=json.dumps(overrides_of(s) if s in specs else {}),
-                                  edits_evaluated=reached[s], edits_checkpointed=checkpointed_edits(s),
+                                  edits_planned=planned_edits(s), edits_evaluated=reached[s],
+                                  edits_checkpointed=checkpointed_edits(s),
                                   seconds_this_execution=launched.get(s), run_key=streams[s]["run_key"])
                              for s in order])
 stream_table.to_csv(out / "streams.csv", index=False)
-unfinished = [s for s in order if reached[s] < setting["n_edits"]]
+unfinished = [s for s in order if reached[s] < planned_edits(s)]
 display(Markdown(
     f"**In this build:** {len(order)} streams; "
     + ("every one evaluated to its last milestone." if not unfinished else
-       "still editing or stopped early: " + ", ".join(f"{s} (evaluated to {reached[s]:,} of {setting['n_edits']:,} "
+       "still editing or stopped early: " + ", ".join(f"{s} (evaluated to {reached[s]:,} of {planned_edits(s):,} "
                                                        "edits)" for s in unfinished) + ".")
     + (f" Not run yet: {', '.join(v for v in specs if v not in streams)}." if set(specs) - set(streams) else "")
     + " Comparisons below use only the milestones each stream has reached."))

@@ -28,6 +28,13 @@ CHAPTERS = {  # notebook -> the claims its summary.json carries
     "edit_count": ["C7", "C11"],
     "metric_definitions": ["C12", "C13"],
     "operating_points": ["C3", "C4", "C5", "P4"],
+    "collapse": ["N1"],
+}
+WHY = {  # notebook -> the questions its summary.json answers beside the verdicts
+    "collapse": {"C7": {"question": "Fixture question: does the collapse track | the norm?", "answer": "partly",
+                        "evidence": "Fixture why-evidence $y$ <i>."},
+                 "calibrated": {"question": "Fixture question about the calibrated P?", "answer": "not testable here",
+                                "evidence": "Fixture: 700 of 2000 edits."}},
 }
 LEDGER = "claims_ledger"
 MATHJAX = "_static/mathjax/es5/tex-chtml.js"
@@ -68,6 +75,8 @@ def write_fixture_chapter(results: Path, notebook: str, claims: list[str]) -> Pa
         "claims": {c: {"verdict": verdicts[i % 4], "evidence": f"Fixture evidence for {c}: 0.5 | 1.5 $x$ <b>."}
                    for i, c in enumerate(claims)},
     }
+    if notebook in WHY:
+        summary["why"] = WHY[notebook]
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return out
 
@@ -149,8 +158,13 @@ def test_ledger_lists_every_claim_and_the_quoted_numbers(built_book):
     for i in range(1, 5):
         assert any(re.match(rf"P{i} \w", c) for c in cells), f"P{i} has no row in the ledger"
     assert any(re.match(r"N1 \w", c) for c in cells), "N1 has no row in the ledger"
-    # no fixture chapter for C6, C8, C9, C10 and N1; the fixture's edit_count summary has no P1-P3 verdict
-    assert cells.count("not tested yet") == 8
+    # no fixture chapter for C6, C8, C9 and C10; the fixture's edit_count summary has no P1-P3 verdict
+    assert cells.count("not tested yet") == 7
+    # the questions answered beside the verdicts (collapse: C7's why, the calibrated P), escaped like the evidence
+    assert "Questions answered beside the verdicts" in text
+    assert "Fixture question: does the collapse track | the norm?" in cells
+    assert "Fixture why-evidence $y$ &lt;i&gt;." in cells
+    assert "partly" in cells and "Fixture: 700 of 2000 edits." in cells
     assert "Fixture evidence for C7: 0.5 | 1.5 $x$ &lt;b&gt;." in cells  # escaped: no math, no column break
     assert "ours" in cells and "quoted" in cells  # the comparison table from metrics_by_edits.csv
     assert "50.0 [40.0, 60.0]" in cells
@@ -423,3 +437,23 @@ def test_what_this_means_says_whether_preservation_is_better_and_whether_the_edi
     assert ("EasyEdit rewrite_acc: MEMIT's fell below half its first-milestone value at 500 edits; AlphaEdit's "
             "stayed above half of it through 500 edits: AlphaEdit postpones that collapse beyond the stream so far."
             ) in text
+
+
+def test_costs_count_the_collapse_streams_but_not_the_plain_streams_it_reuses(tmp_path):
+    import study_results as sr
+
+    out = tmp_path / "results" / MODEL / "collapse"
+    out.mkdir(parents=True)
+    nb = {"cells": [], "metadata": {"papermill": {"parameters": {}, "duration": 30.0,
+                                                  "end_time": "2026-01-01T00:00:00"}}}
+    (out / "collapse.ipynb").write_text(json.dumps(nb))
+    # two layers per batch (one row each): each batch is counted once, 600 s + 1,200 s
+    rows = ["stream,batch,layer,seconds"]
+    for stream, seconds in (("alphaedit", 5000), ("memit", 5000), ("calibrated", 600), ("calibrated", 1200)):
+        batch = 1 if seconds == 1200 else 0
+        rows += [f"{stream},{batch},4,{seconds}", f"{stream},{batch},5,{seconds}"]
+    (out / "diagnostics.csv").write_text("\n".join(rows) + "\n")
+    ctx = sr.Ctx(book=tmp_path, model_rel=f"results/{MODEL}")
+    shown = sr.block_costs(ctx)
+    assert "calibrated: editing 30 min in 2 batches (15 min per batch, 10–20)" in shown
+    assert "AlphaEdit: editing" not in shown and "MEMIT: editing" not in shown

@@ -192,7 +192,7 @@ def test_collapse_notebook_runs_the_variants_compares_them_and_resumes(tiny_setu
     run_notebook("edit_count", dict(stream, model=str(folder), label="tiny", results_dir=str(results)),
                  results / "tiny" / "edit_count", ROOT / "notebooks", timeout=600)
     variants = {"mpes": {"target_stop": "most_probable", "most_probable_count": 2}, "norm": {"norm_constraint": 20.0}}
-    ablations = {"no-cache": {"method": "alphaedit_no_cache"}}
+    ablations = {"no-cache": {"method": "alphaedit_no_cache", "stop_after_edits": 2}}  # stops after one batch
     rule = {"nullspace_mode": "energy", "nullspace_energy": 0.05}  # as the operating-points chapter writes it
     (tmp_path / "calibrated.json").write_text(json.dumps({"rule": rule}))
     params = dict(model=str(folder), label="tiny", results_dir=str(results), variants=variants, stream=stream,
@@ -219,7 +219,12 @@ def test_collapse_notebook_runs_the_variants_compares_them_and_resumes(tiny_setu
     # 4 edits cannot test a rule about 1,000 and more
     assert summary["claims"]["N1"]["verdict"] == "not testable here"
     assert summary["why"]["C7"]["answer"] == "not testable here"
-    assert summary["edits_evaluated"] == {s: 4 for s in ("alphaedit", "memit", *others)} and summary["not_run"] == []
+    assert summary["edits_evaluated"] == {**{s: 4 for s in ("alphaedit", "memit", *others)}, "no-cache": 2}
+    assert summary["not_run"] == []
+    # the ablation's stop is a stream setting, not a hyperparameter: same run key, planned edits in streams.csv
+    planned = pd.read_csv(out / "streams.csv").set_index("stream")
+    assert planned.loc["no-cache", "edits_planned"] == 2 and planned.loc["no-cache", "edits_checkpointed"] == 2
+    assert planned.loc["mpes", "edits_planned"] == 4 and planned.loc["mpes", "edits_checkpointed"] == 4
     assert summary["variants"] == variants and summary["ablations"] == ablations  # N1 and C7 read the variants only
     assert summary["calibrated"]["rule"] == rule and summary["calibrated"]["ran"]
     # each stream is its own edit_count run: own run key (hparams digest) or own method, same model, edits, data
@@ -231,12 +236,13 @@ def test_collapse_notebook_runs_the_variants_compares_them_and_resumes(tiny_setu
         assert (tmp_path / "cache" / "runs" / "edit_count" / keys[v] / methods[v] / "LATEST").exists()
         assert (out / v / "edit_count" / "edit_count.ipynb").exists()
         used = json.loads((out / v / "edit_count" / "provenance.json").read_text())["parameters"]
-        assert used["overrides"] == {k: x for k, x in others[v].items() if k != "method"}
-        assert used["methods"] == [methods[v]]
+        assert used["overrides"] == {k: x for k, x in others[v].items() if k not in ("method", "stop_after_edits")}
+        assert used["methods"] == [methods[v]] and used.get("stop_after_edits") == others[v].get("stop_after_edits")
     # paired rows pair the same records: every variant's sample is plain AlphaEdit's at every milestone
     raw = pd.read_csv(out / "metrics_raw.csv")
     cases = {s: mechanism.evaluated_cases(g) for s, g in raw.groupby("stream")}
-    assert all(cases[v] == cases["alphaedit"] for v in others) and set(cases["alphaedit"]) == {2, 4}
+    assert all(cases[v] == cases["alphaedit"] for v in others if v != "no-cache") and set(cases["alphaedit"]) == {2, 4}
+    assert cases["no-cache"] == {2: cases["alphaedit"][2]}
     paired = pd.read_csv(out / "paired_vs_plain.csv")
     assert set(paired.stream) == set(others) and set(paired.edits) == {2, 4}
     versus = pd.read_csv(out / "paired_vs_memit.csv")  # plain, ablations and calibrated against MEMIT
@@ -255,7 +261,9 @@ def test_collapse_notebook_runs_the_variants_compares_them_and_resumes(tiny_setu
     # the mechanism: ‖W − W⁰‖/‖W⁰‖ per stream, layer and milestone, and ‖z − h0‖ from the checkpoints' reports
     mech = pd.read_csv(out / "mechanism.csv")
     streams = ("alphaedit", "memit", *others)
-    assert set(zip(mech.stream, mech.layer, mech.edits)) == {(s, l, e) for s in streams for l in (1, 2) for e in (2, 4)}
+    reached = {s: (2,) if s == "no-cache" else (2, 4) for s in streams}
+    assert set(zip(mech.stream, mech.layer, mech.edits)) == {(s, l, e) for s in streams for l in (1, 2)
+                                                             for e in reached[s]}
     assert mech.relative_change.gt(0).all() and mech.condition.gt(1).all() and mech.target_shift.gt(0).all()
     first = mech[(mech.edits == 2)].set_index(["stream", "layer"])
     # batch 1 starts from the same weights: the norm constraint shrinks the first layer's update (same K, R, P) ...
@@ -266,14 +274,14 @@ def test_collapse_notebook_runs_the_variants_compares_them_and_resumes(tiny_setu
     by_batch = pd.read_csv(out / "mechanism_by_batch.csv").set_index(["stream", "batch"])
     assert by_batch.loc[("mpes", 0), "target_steps"] <= by_batch.loc[("alphaedit", 0), "target_steps"]
     cost = pd.read_csv(out / "cost.csv").set_index("stream")
-    assert set(cost.index) == set(streams) and (cost.batches == 2).all()
+    assert set(cost.index) == set(streams) and (cost.batches == cost.index.map(lambda s: len(reached[s]))).all()
     assert cost.seconds_per_batch.gt(0).all() and cost.loc["alphaedit", "steps_vs_reference"] == 0
     ppl = pd.read_csv(out / "perplexity.csv")
-    assert set(zip(ppl.stream, ppl.edits)) == {(s, e) for s in streams for e in (0, 2, 4)}
+    assert set(zip(ppl.stream, ppl.edits)) == {(s, e) for s in streams for e in (0, *reached[s])}
     onset = pd.read_csv(out / "onsets.csv")
     assert set(onset.stream) == set(streams)
     closing = pd.read_csv(out / "closing.csv")
-    assert set(zip(closing.stream, closing.edits)) == {(v, e) for v in others for e in (2, 4)}
+    assert set(zip(closing.stream, closing.edits)) == {(v, e) for v in others for e in reached[v]}
     assert closing["efficacy"].notna().all() and closing["norm, last layer"].notna().all()
     for fig in ("accuracy_vs_edits.png", "paired_vs_plain.png", "norm_growth.png", "onsets.png"):
         assert (out / fig).stat().st_size > 1000

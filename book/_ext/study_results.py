@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-CHAPTERS = ("projection_check", "edit_count", "metric_definitions", "operating_points")
+CHAPTERS = ("projection_check", "edit_count", "metric_definitions", "operating_points", "collapse")
 LEDGER = "claims_ledger"
 CHAPTER_TITLES = {
     "projection_check": "The projector P",
@@ -1160,10 +1160,13 @@ def block_costs(ctx: Ctx) -> str:
         pm = papermill_run(nb)
         prov = ctx.json(f"{name}/provenance.json")
         measured = []
-        if name == "edit_count":
-            diag = ctx.csv("edit_count/diagnostics.csv")
-            if diag is not None and {"method", "batch", "seconds"} <= set(diag.columns):
-                per = diag.drop_duplicates(["method", "batch"]).groupby("method")["seconds"]
+        if name in ("edit_count", "collapse"):  # edit_count: one stream per method; collapse: its own streams
+            diag = ctx.csv(f"{name}/diagnostics.csv")
+            who = "method" if name == "edit_count" else "stream"
+            if diag is not None and {who, "batch", "seconds"} <= set(diag.columns):
+                if name == "collapse":  # its plain AlphaEdit and MEMIT streams are edit_count's, counted there
+                    diag = diag[~diag[who].isin(["alphaedit", "memit"])]
+                per = diag.drop_duplicates([who, "batch"]).groupby(who, sort=False)["seconds"]
                 for mth, s in per:
                     measured.append(f"{label(mth)}: editing {hours(s.sum())} in {len(s)} batches "
                                     f"({s.mean() / 60:.0f} min per batch, {s.min() / 60:.0f}–{s.max() / 60:.0f})")
