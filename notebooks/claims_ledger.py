@@ -151,6 +151,38 @@ table = pd.DataFrame({
 display(Markdown(md_table(table)))
 
 # %% [markdown]
+# ## Questions answered beside the verdicts
+#
+# Some chapters answer a question about a claim rather than re-judge it: the collapse chapter asks *why* C7's
+# collapse happens (does it track the growth of the edited weights, and does bounding that growth postpone it?) and
+# whether the calibrated projector buys AlphaEdit the paper's preservation advantage over a long stream. Their answers
+# ("yes", "partly", "no", or "not testable here" with the reason) come from the `why` entries of the chapters'
+# `summary.json`; the verdicts above do not change with them.
+
+# %% tags=["hide-input"]
+ANSWERS = ("yes", "yes, at a cost in efficacy", "partly", "no", "not testable here")
+why_rows = []
+for s in summaries:
+    for key, w in (s.get("why") or {}).items():
+        answer = str(w.get("answer", "")).strip()
+        if answer not in ANSWERS:
+            raise ValueError(f"results/{s['model']}/{s['notebook']}/summary.json: question {key!r} has answer "
+                             f"{answer!r}, expected one of {ANSWERS}")
+        why_rows.append({"about": key, "question": w.get("question", ""), "answer": answer,
+                         "evidence": w.get("evidence", ""), "model": s["model"],
+                         "n_edits": "" if s.get("n_edits") is None else f"{int(s['n_edits']):,}",
+                         "notebook": s["notebook"], "run": "quick" if s.get("quick") else "full"})
+why = pd.DataFrame(why_rows, columns=["about", "question", "answer", "evidence", "model", "n_edits", "notebook",
+                                      "run"])
+why.to_csv(out_dir / "questions.csv", index=False)
+if len(why):
+    display(Markdown(md_table(pd.DataFrame({"About": why["about"], "Question": why["question"],
+                                            "Answer": why["answer"], "Evidence": why["evidence"],
+                                            "Tested with": why.apply(tested_with, axis=1)}))))
+else:
+    display(Markdown("No chapter has answered such a question yet (the collapse chapter has not been run)."))
+
+# %% [markdown]
 # ### The claims
 
 # %% tags=["hide-input"]
