@@ -81,6 +81,12 @@ for path in sorted(ROOT.glob("*/*/summary.json")):
             raise KeyError(f"{path}: summary.json has no {key!r}")
     summaries.append(s)
 
+def run_fields(s: dict) -> dict:
+    """What a summary.json says a result was tested with: model, edits, notebook, quick or full run."""
+    return {"model": s["model"], "n_edits": "" if s.get("n_edits") is None else f"{int(s['n_edits']):,}",
+            "notebook": s["notebook"], "run": "quick" if s.get("quick") else "full"}
+
+
 rows = []
 for s in summaries:
     for cid, c in s["claims"].items():
@@ -88,11 +94,7 @@ for s in summaries:
         if verdict not in VERDICTS:
             raise ValueError(f"results/{s['model']}/{s['notebook']}/summary.json: claim {cid} has verdict "
                              f"{verdict!r}, expected one of {VERDICTS}")
-        rows.append({
-            "id": cid, "verdict": verdict, "evidence": c.get("evidence", ""), "model": s["model"],
-            "n_edits": "" if s.get("n_edits") is None else f"{int(s['n_edits']):,}",
-            "notebook": s["notebook"], "run": "quick" if s.get("quick") else "full",
-        })
+        rows.append({"id": cid, "verdict": verdict, "evidence": c.get("evidence", ""), **run_fields(s)})
 found = pd.DataFrame(rows, columns=["id", "verdict", "evidence", "model", "n_edits", "notebook", "run"])
 
 missing = []
@@ -169,9 +171,7 @@ for s in summaries:
             raise ValueError(f"results/{s['model']}/{s['notebook']}/summary.json: question {key!r} has answer "
                              f"{answer!r}, expected one of {ANSWERS}")
         why_rows.append({"about": key, "question": w.get("question", ""), "answer": answer,
-                         "evidence": w.get("evidence", ""), "model": s["model"],
-                         "n_edits": "" if s.get("n_edits") is None else f"{int(s['n_edits']):,}",
-                         "notebook": s["notebook"], "run": "quick" if s.get("quick") else "full"})
+                         "evidence": w.get("evidence", ""), **run_fields(s)})
 why = pd.DataFrame(why_rows, columns=["about", "question", "answer", "evidence", "model", "n_edits", "notebook",
                                       "run"])
 why.to_csv(out_dir / "questions.csv", index=False)

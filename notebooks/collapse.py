@@ -209,8 +209,7 @@ def stream_parameters(variant: str, minutes: float | None) -> dict:
             "label": f"{model_dir}/collapse/{slug(variant)}",
             "overrides": {**stream.get("overrides", {}), **overrides_of(variant)}, "results_dir": rel, "quick": quick,
             "time_budget_min": minutes,
-            **({"stop_after_edits": specs[variant]["stop_after_edits"]} if "stop_after_edits" in specs[variant]
-               else {})}
+            **{k: specs[variant][k] for k in STREAM_KEYS if k != "method" and k in specs[variant]}}
 
 
 print("stream setting:", json.dumps({k: setting[k] for k in ("n_edits", "batch_size", "milestones", "eval_cap",
