@@ -95,6 +95,13 @@ DIAG_COLUMNS = ("method", "batch", "edits", "layer", "relative_change", "conditi
 PROJECTION_COLUMNS = ("layer", "d_ff", "n_kept", "kept_share", "energy_kept", "ratio_heldout_mean",
                       "ratio_random_mean")
 VERDICT_RANK = {"not reproduced": 0, "partly reproduced": 1, "reproduced": 2}
+# Runs another chapter already makes with this one's plan (same records, seed, batches, milestones and P rule):
+# (model, rule) -> (chapter, stream), read from results/<model>/<chapter>/<stream>/edit_count/ when the run's own
+# folder results/<label>/edit_count/ does not exist, and checked against <chapter>/streams.csv (its P rule). The
+# collapse chapter's calibrated stream is the default model's calibrated run: running it twice would cost ~3.5 h.
+SHARED_STREAMS: dict[tuple[str, str], tuple[str, str]] = {
+    ("smollm2-135m-instruct", "calibrated"): ("collapse", "calibrated"),
+}
 
 
 # --- the runs of each model -------------------------------------------------------------------------------------
@@ -192,11 +199,17 @@ def estimate_hours(model: str, edits: int, methods: int = 2, first: bool = True)
     slow = MODELS[DEFAULT_MODEL]["tok_s"] / spec["tok_s"]
     edit = spec["s_per_edit"] * edits * methods / 3600
     statistics = 300_000 / (708 / slow) / 3600 if first else 0.0  # 708 tokens/s: SmolLM2's, measured
-    statistics += (40 * spec["s_per_edit"] + 60_000 / spec["tok_s"]) / 3600 if first else 0.0  # projection_check
+    statistics += projection_hours(model) if first else 0.0
     n_milestones = len([m for m in MILESTONES if m <= edits]) + 1
     evaluation = min(300, edits) * 1.2 * slow * n_milestones * methods / 3600
     evaluation += spec.get("fluency_cap", 50) * 10 * 3.0 * slow * (1 + methods) / 3600
     return dict(edit=edit, statistics=statistics, evaluation=evaluation, total=edit + statistics + evaluation)
+
+
+def projection_hours(model: str) -> float:
+    """projection_check's estimated cost on two quiet cores (two AlphaEdit runs of 20 edits, ~60k tokens)."""
+    spec = MODELS.get(model)
+    return math.nan if spec is None else (40 * spec["s_per_edit"] + 60_000 / spec["tok_s"]) / 3600
 
 
 def command(model: str, rule: str, jobs: int = 2, hparams: str = "") -> str:
@@ -241,11 +254,45 @@ def _read_tables(folder: Path, stem: str, required: Iterable[str]):
     return frame
 
 
+def shared_stream(results_root: str | Path, model: str, rule: str) -> dict[str, Any] | None:
+    """Where another chapter's stream stands in for (model, rule) (see `SHARED_STREAMS`): dict(label, folder,
+    chapter, stream, row) with the stream's row of <chapter>/streams.csv (None until that chapter rendered it), or
+    None when (model, rule) has no shared stream or its own folder results/<label>/edit_count/ exists."""
+    where = SHARED_STREAMS.get((model, rule))
+    if where is None or (Path(results_root) / run_label(model, rule) / "edit_count").is_dir():
+        return None
+    chapter, stream = where
+    label = f"{model_dir(model)}/{chapter}/{stream}"
+    streams = Path(results_root) / model_dir(model) / chapter / "streams.csv"
+    row = None
+    if streams.is_file():
+        import pandas as pd
+
+        rows = pd.read_csv(streams)
+        rows = rows[rows.stream == stream]
+        row = rows.iloc[0].to_dict() if len(rows) else None
+    return dict(label=label, folder=Path(results_root) / label / "edit_count", chapter=chapter, stream=stream,
+                row=row)
+
+
+def _shared_overrides(row: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The hyperparameters a chapter's streams.csv row records (JSON), {} when absent or unreadable."""
+    try:
+        return dict(json.loads(row["hyperparameters"])) if row else {}
+    except (KeyError, TypeError, ValueError):
+        return {}
+
+
 def read_run(results_root: str | Path, model: str, rule: str, label: str | None = None) -> Run:
-    """Whatever results/<label>/edit_count/ holds for (model, rule); status "not run yet" when nothing."""
-    label = label or run_label(model, rule)
+    """Whatever results/<label>/edit_count/ holds for (model, rule) (or the stream another chapter makes for it:
+    `SHARED_STREAMS`); status "not run yet" when nothing."""
+    shared = None if label else shared_stream(results_root, model, rule)
+    label = label or (shared["label"] if shared else run_label(model, rule))
     folder = Path(results_root) / label / "edit_count"
     run = Run(model, rule, label, folder, "not run yet")
+    if shared:
+        run.notes.append(f"the {shared['chapter']} chapter's {shared['stream']!r} stream (same records, milestones "
+                         "and P rule; not run twice)")
     if not folder.is_dir():
         return run
     raw = _read_tables(folder, "metrics_raw", RAW_COLUMNS)
@@ -264,12 +311,19 @@ def read_run(results_root: str | Path, model: str, rule: str, label: str | None 
         run.sittings = [json.loads(line) for line in (folder / "sittings.jsonl").read_text().splitlines() if line]
     run.reached = {m: sorted(int(e) for e in g.edits.unique() if e > 0) for m, g in run.raw.groupby("method")}
     planned = run.summary.get("n_edits_planned") or run.provenance.get("parameters", {}).get("n_edits")
+    if shared and shared["row"] and planned is None:
+        planned = int(shared["row"]["edits_planned"])
     target = (run.provenance.get("parameters", {}).get("stop_after_edits")
               or (MODELS.get(model, {}).get("edits") if planned is None else None) or planned)
     last = max((max(v) for v in run.reached.values() if v), default=0)
     run.status = "complete" if target and last >= target else "partial"
     if rule == "calibrated":
-        overrides = run.provenance.get("parameters", {}).get("overrides", {})
+        overrides = run.provenance.get("parameters", {}).get("overrides") or (
+            _shared_overrides(shared["row"]) if shared else {})
+        expected = calibrated_rule(results_root, model)["overrides"]["nullspace_energy"]
+        if overrides.get("nullspace_mode") == "energy" and overrides.get("nullspace_energy") != expected:
+            run.notes.append(f"energy share {overrides.get('nullspace_energy')} differs from the calibrated rule's "
+                             f"{expected}")
         if overrides.get("nullspace_mode") != "energy":
             run.notes.append("P rule not verified: provenance.json records no nullspace_mode='energy'")
         if "memit" in run.reached:  # MEMIT has no P: its stream is the official run's
@@ -661,7 +715,12 @@ def run_model(model: str, rule: str, results_root: Path, *, jobs: int = 1, time_
             except Exception as e:  # noqa: BLE001 - papermill raises its own error types
                 print(f"projection_check failed ({type(e).__name__}); see {folder / 'projection_check.ipynb'}",
                       flush=True)
-    if "edit_count" in only:
+    shared = shared_stream(results_root, model, rule)
+    if "edit_count" in only and shared:
+        print(f"edit_count: the {shared['chapter']} chapter's {shared['stream']!r} stream is this run "
+              f"({shared['folder']}); it is edited by notebooks/{shared['chapter']} (scripts/queue.sh), not here",
+              flush=True)
+    elif "edit_count" in only:
         params = dict(p["edit_count"], results_dir=rel)
         known = _notebook_parameters("edit_count", notebooks)
         if "stop_after_edits" in params and "stop_after_edits" not in known:
@@ -728,9 +787,13 @@ def status_table(results_root: str | Path, models: Iterable[str] = tuple(MODELS)
             p = plan(model, rule, results_root)
             methods = len(p["edit_count"].get("methods", ["alphaedit", "memit"]))
             est = estimate_hours(model, p["edits"], methods, first=rule == "official")
+            shared = shared_stream(results_root, model, rule)
+            if shared:  # only projection_check is left to run
+                est["total"] = projection_hours(model)
             rows.append(dict(model=model, rule=rule, status=run.status,
                              reached=max((max(v) for v in run.reached.values() if v), default=0), target=p["edits"],
-                             estimate_hours=round(est["total"], 1), command=command(model, rule)))
+                             estimate_hours=round(est["total"], 1), command=command(model, rule),
+                             shared=f"{shared['chapter']} chapter's {shared['stream']} stream" if shared else ""))
     return rows
 
 
@@ -754,7 +817,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.action == "plan":
         for row in status_table(root):
             print(f"{row['model']:30} {row['rule']:10} {row['status']:12} {row['reached']:>5}/{row['target']:<5} "
-                  f"~{row['estimate_hours']:>5} h  {row['command']}")
+                  f"~{row['estimate_hours']:>5} h  {row['command']}"
+                  + (f"  (editing: the {row['shared']}; the command adds projection_check)" if row["shared"] else ""))
     elif args.action == "run":
         if not args.model:
             ap.error("run needs --model")

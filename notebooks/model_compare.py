@@ -114,15 +114,23 @@ for m in models:
         p = compare.plan(m, r, root)
         n_methods = len(p["edit_count"].get("methods", ["alphaedit", "memit"]))
         est = compare.estimate_hours(m, p["edits"], n_methods, first=r == "official")
+        shared = compare.shared_stream(root, m, r)
+        if shared:  # the command only adds projection_check
+            est["total"] = compare.projection_hours(m)
         plans.append(dict(model=m, rule=r, status=runs[(m, r)].status, edits=p["edits"],
                           stream=p["edit_count"]["n_edits"], methods=n_methods,
                           estimate_hours=round(est["total"], 1) if not math.isnan(est["total"]) else None,
-                          P_rule=p["rule_source"], command=compare.command(m, r)))
+                          P_rule=p["rule_source"], command=compare.command(m, r),
+                          edited_by=f"notebooks/{shared['chapter']} ({shared['stream']!r} stream)" if shared
+                          else "this command"))
 plans = pd.DataFrame(plans)
 plans.to_csv(out / "plans.csv", index=False)
 display(Markdown("\n".join(f"- `{row.command}` — {row.model}, {row.rule} P, {row.edits:,} edits "
                            f"({row.status}; " + (f"~{row.estimate_hours:g} h" if pd.notna(row.estimate_hours)
-                                                 else "no estimate") + ")" for row in plans.itertuples())))
+                                                 else "no estimate") + ")"
+                           + ("" if row.edited_by == "this command" else
+                              f"; the edits are {row.edited_by}'s, which makes the same stream: the command adds "
+                              "only projection_check") for row in plans.itertuples())))
 plans.drop(columns="command")
 
 # %% [markdown]

@@ -206,6 +206,37 @@ def test_a_run_that_failed_before_any_score_is_reported_as_failed(tmp_path):
     assert compare.read_run(tmp_path, "other", "official").status == "not run yet"
 
 
+def test_the_collapse_chapters_calibrated_stream_is_the_default_models_calibrated_run(tmp_path):
+    model = "smollm2-135m-instruct"
+    assert compare.read_run(tmp_path, model, "calibrated").status == "not run yet"
+    folder = tmp_path / model / "collapse" / "calibrated" / "edit_count"
+    folder.mkdir(parents=True)
+    rows = [dict(case_id=c, family="official", prompt_kind="rewrite", metric="efficacy", value=1.0,
+                 method="alphaedit", edits=e) for e in (100, 200) for c in (1, 2)]
+    pd.DataFrame(rows).to_csv(folder / "metrics_raw-alphaedit.csv", index=False)
+    streams = tmp_path / model / "collapse" / "streams.csv"
+    hyper = json.dumps(dict(nullspace_mode="energy", nullspace_energy=compare.DEFAULT_ENERGY))
+    pd.DataFrame([dict(stream="no-cache", kind="ablation", method="alphaedit_no_cache", hyperparameters="{}",
+                       edits_planned=1000),
+                  dict(stream="calibrated", kind="calibrated", method="alphaedit", hyperparameters=hyper,
+                       edits_planned=2000)]).to_csv(streams, index=False)
+    run = compare.read_run(tmp_path, model, "calibrated")
+    assert run.folder == folder and run.label == f"{model}/collapse/calibrated"
+    assert run.reached == {"alphaedit": [100, 200]} and run.status == "partial"  # 200 of the 2,000 planned
+    assert not any("not verified" in n or "differs" in n for n in run.notes), run.notes
+    assert compare.read_run(tmp_path, model, "official").folder == tmp_path / model / "edit_count"  # not shared
+    # a stream with another energy share is flagged; one without the energy rule is not verified
+    streams.write_text(streams.read_text().replace(f'{compare.DEFAULT_ENERGY}', "0.5"))
+    assert any("differs" in n for n in compare.read_run(tmp_path, model, "calibrated").notes)
+    streams.unlink()
+    assert any("not verified" in n for n in compare.read_run(tmp_path, model, "calibrated").notes)
+    # the run's own folder, once it exists, wins
+    own = tmp_path / f"{model}-calibrated" / "edit_count"
+    own.mkdir(parents=True)
+    assert compare.read_run(tmp_path, model, "calibrated").folder == own
+    assert compare.shared_stream(tmp_path, model, "calibrated") is None
+
+
 # --- synthetic results folders with edit_count's and projection_check's schema ---------------------------------
 
 # (family, prompt_kind, metric) of a tiny edit_count run, and whether the metric is 0/1
