@@ -19,6 +19,7 @@ import sys
 import zlib
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,6 +113,12 @@ def built_book(tmp_path_factory):
     for notebook, claims in CHAPTERS.items():
         write_fixture_chapter(results, notebook, claims)
     write_fixture_metrics(results)
+    other = results / "other-model-c3" / "operating_points"  # a second model's C3 run: it tests C3 only
+    other.mkdir(parents=True)
+    (other / "summary.json").write_text(json.dumps(dict(
+        model="other-model", notebook="operating_points", n_edits=200, quick=False,
+        claims={"C3": dict(verdict="partly reproduced", evidence="Second-model C3 evidence."),
+                "C4": dict(verdict="not testable here", evidence="No sweep was run on this model.")})))
     assert (root / "book" / "results").is_symlink() and (root / "book" / "results").resolve() == results.resolve()
 
     ledger = results / MODEL / LEDGER / f"{LEDGER}.ipynb"
@@ -168,6 +175,11 @@ def test_ledger_lists_every_claim_and_the_quoted_numbers(built_book):
     assert "Fixture evidence for C7: 0.5 | 1.5 $x$ &lt;b&gt;." in cells  # escaped: no math, no column break
     assert "ours" in cells and "quoted" in cells  # the comparison table from metrics_by_edits.csv
     assert "50.0 [40.0, 60.0]" in cells
+    # a second model's run adds the rows it tested (C3), not its "not testable here" ones (C4)
+    ledger = pd.read_csv(built_book.parents[2] / "results" / MODEL / LEDGER / "ledger.csv")
+    assert ledger[ledger.id == "C3"].model.tolist() == [MODEL, "other-model"]
+    assert ledger[ledger.id == "C4"].model.tolist() == [MODEL]
+    assert "Second-model C3 evidence." in cells
 
 
 def test_mathjax_is_local(built_book):
