@@ -272,7 +272,13 @@ def main(argv: list[str] | None = None) -> None:
             extra = dict(parallel_jobs=args.jobs, parallel_runs_wall_seconds=round(time.time() - parallel_started, 1))
             if args.time_budget is not None:
                 params["time_budget_min"] = 0  # the rendering run only renders what the parallel runs left
-        run_notebook(name, params, root / model_dir / name, notebooks, provenance_extra=extra)
+        # a notebook run under a label writes its tables to results/<label>/<notebook>/: its executed copy goes there
+        run_notebook(name, params, root / (params.get("label") or model_dir) / name, notebooks,
+                     provenance_extra=extra)
+    if extra_params.get("label"):  # a side run of another model (e.g. C3's): the default model's ledger reads it
+        print(f"results in {root / extra_params['label']}; the ledger is not rerun for a labelled run "
+              f"(--model <default model> --only '' rebuilds it)")
+        return
     run_notebook(LEDGER, dict(results_root=rel, model=model_dir), root / model_dir / LEDGER,
                  notebooks)
     print(f"results in {root / model_dir}")

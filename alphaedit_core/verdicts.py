@@ -454,3 +454,53 @@ def calibrated_preservation(vs_memit: Mapping[str, Paired], vs_plain: Mapping[st
     return dict(question=question, answer=answer,
                 evidence=f"Calibrated AlphaEdit − MEMIT after {edits} edits, paired 95% intervals: " + "; ".join(parts)
                 + f". Calibrated − plain AlphaEdit: {_fmt('efficacy', cost)} ({direction(cost)}).")
+
+
+STABILITY_ABLATIONS = {"no-cache": "the accumulated constraint cache_c", "p-identity": "the projection P"}
+STABILITY_ANSWERS = ("cache_c and P", "cache_c, not P", "P, not cache_c", "neither alone",
+                     *(f"{a} {v}; {b} not tested yet" for a, b in (("cache_c", "P"), ("P", "cache_c"))
+                       for v in ("is needed", "is not needed")), "not testable here")
+
+
+def stability_source(vs_plain: Mapping[str, Mapping[str, Paired]], reached: Mapping[str, int],
+                     planned: Mapping[str, int]) -> dict[str, object]:
+    """Where AlphaEdit's durability comes from {"question", "answer", "evidence"}, from the ablation streams'
+    paired differences against plain AlphaEdit at their last milestone: `vs_plain[ablation]` keyed by measure
+    ("efficacy", "rewrite_acc": edit strength; others are shown), `reached` / `planned` edits per ablation.
+
+    An ablation counts once it reached its planned edits: the part it removes ("no-cache": cache_c, "p-identity":
+    P) is *needed* when some edit measure is worse without it, *not needed* when none is. answer names the parts
+    found needed ("cache_c and P", "cache_c, not P", "P, not cache_c", "neither alone"), or, with one ablation
+    counted, what it shows and that the other is not tested yet; "not testable here" with none.
+    `answers` lists every answer the rule can give (`STABILITY_ANSWERS`), for readers that check the vocabulary."""
+    question = ("Where does AlphaEdit's durability come from: the projection P, or the accumulated constraint "
+                "cache_c of earlier edits?")
+    counted, parts = {}, []
+    first = ("efficacy", "rewrite_acc", "specificity", "locality")
+    shown = lambda k: (first.index(k) if k in first else len(first), k)  # noqa: E731 - edit measures first
+    for name, what in STABILITY_ABLATIONS.items():
+        rows = vs_plain.get(name) or {}
+        at, goal = reached.get(name, 0), planned.get(name, 0)
+        if not rows or not goal or at < goal:
+            parts.append(f"{name} ({what} removed): " + (f"evaluated to {at} of its {goal} edits" if goal else "not run"))
+            continue
+        missing = {"efficacy", "rewrite_acc"} - set(rows)
+        if missing:
+            raise ValueError(f"stability_source: {name} lacks paired rows {sorted(missing)}")
+        counted[name] = any(direction(rows[k]) == "worse" for k in ("efficacy", "rewrite_acc"))
+        parts.append(f"{name} ({what} removed) − plain AlphaEdit after {at} edits, paired 95% intervals: "
+                     + "; ".join(_fmt(k, rows[k]) + f" ({direction(rows[k])})" for k in sorted(rows, key=shown))
+                     + f" → {'needed' if counted[name] else 'not needed'}")
+    short = {"no-cache": "cache_c", "p-identity": "P"}
+    if not counted:
+        answer = "not testable here"
+    elif len(counted) == 2:
+        needed = [short[n] for n, v in counted.items() if v]
+        answer = (" and ".join(needed) if len(needed) == 2 else
+                  f"{needed[0]}, not {({'cache_c', 'P'} - set(needed)).pop()}" if needed else "neither alone")
+    else:
+        (name, need), = counted.items()
+        other = short[({*STABILITY_ABLATIONS} - {name}).pop()]
+        answer = f"{short[name]} {'is needed' if need else 'is not needed'}; {other} not tested yet"
+    assert answer in STABILITY_ANSWERS, answer
+    return dict(question=question, answer=answer, evidence="; ".join(parts) + ".", answers=list(STABILITY_ANSWERS))

@@ -142,7 +142,8 @@ from alphaedit_core.metrics import summarize
 from alphaedit_core.metrics.paired import paired_differences, plot_paired_differences
 from alphaedit_core.paths import cache_dir
 from alphaedit_core.study import ROOT, run_notebook, sync_pair
-from alphaedit_core.verdicts import FAMILIES, c7_why, calibrated_preservation, n1_norm_growth, onsets
+from alphaedit_core.verdicts import (FAMILIES, c7_why, calibrated_preservation, n1_norm_growth, onsets,
+                                    stability_source)
 
 PLAIN, MEMIT = "alphaedit", "memit"
 model_dir = label or model.replace("/", "--")
@@ -592,6 +593,10 @@ else:
 # the planned number of edits: against MEMIT, specificity better with locality not worse is the paper's preservation
 # advantage ("yes", or "yes, at a cost in efficacy" when its efficacy is below MEMIT's); specificity or locality
 # better alone → "partly"; neither → "no". Its efficacy minus plain AlphaEdit's is the cost of calibrating.
+#
+# Where the durability comes from (`stability_source`): each ablation, once it has reached its planned edits, is
+# paired with plain AlphaEdit at its last milestone; the part it removes (cache_c for **no-cache**, P for
+# **p-identity**) is *needed* when efficacy or rewrite_acc is worse without it, *not needed* when neither is.
 
 # %%
 def series(stream_name: str, family: str, metric: str) -> dict[int, float]:
@@ -609,10 +614,12 @@ claims = {"N1": n1_norm_growth(scores, norms, n_planned, stabilisers)}
 why = {"C7": c7_why(scores, norms, n_planned, stabilisers)}
 
 
-def last_rows_of(table: pd.DataFrame, stream_name: str) -> tuple[int, dict[str, dict]]:
-    """The stream's paired rows at its last paired milestone, keyed by metric: official efficacy and specificity,
-    EasyEdit locality."""
-    judged = {("official", "efficacy"), ("official", "specificity"), ("easyedit", "locality")}
+def last_rows_of(table: pd.DataFrame, stream_name: str,
+                 judged=(("official", "efficacy"), ("official", "specificity"), ("easyedit", "locality"))
+                 ) -> tuple[int, dict[str, dict]]:
+    """The stream's paired rows at its last paired milestone, keyed by metric (`judged`: (family, metric) pairs;
+    by default official efficacy and specificity, EasyEdit locality)."""
+    judged = set(judged)
     t = table[(table.stream == stream_name) & pd.Series([k in judged for k in zip(table.family, table.metric)],
                                                         index=table.index, dtype=bool)]
     if not len(t):
@@ -626,6 +633,12 @@ if CALIBRATED in streams:
     at, calibrated_vs_memit = last_rows_of(vs_memit, CALIBRATED)
     at_plain, calibrated_vs_plain = last_rows_of(paired, CALIBRATED)
     why["calibrated"] = calibrated_preservation(calibrated_vs_memit, calibrated_vs_plain, min(at, at_plain), n_planned)
+stability_rows, stability_reached = {}, {}
+for v in (v for v in ablations if v in streams):
+    stability_reached[v], stability_rows[v] = last_rows_of(paired, v, judged=(
+        ("official", "efficacy"), ("easyedit", "rewrite_acc"), ("official", "specificity"), ("easyedit", "locality")))
+why["stability"] = stability_source(stability_rows, stability_reached,
+                                    {v: a.get("stop_after_edits") or n_planned for v, a in ablations.items()})
 summary = dict(model=model_dir, notebook="collapse",
                n_edits=min(reached[s] for s in [PLAIN, *stabilisers]) if stabilisers else 0, n_edits_planned=n_planned,
                edits_evaluated=reached, quick=quick, variants={v: variants[v] for v in stabilisers},
@@ -641,3 +654,4 @@ for cid, c in claims.items():
 print(f"C7, why: {why['C7']['answer']} — {why['C7']['evidence']}")
 if "calibrated" in why:
     print(f"calibrated P: {why['calibrated']['answer']} — {why['calibrated']['evidence']}")
+print(f"stability: {why['stability']['answer']} — {why['stability']['evidence']}")

@@ -35,7 +35,9 @@ WHY = {  # notebook -> the questions its summary.json answers beside the verdict
     "collapse": {"C7": {"question": "Fixture question: does the collapse track | the norm?", "answer": "partly",
                         "evidence": "Fixture why-evidence $y$ <i>."},
                  "calibrated": {"question": "Fixture question about the calibrated P?", "answer": "not testable here",
-                                "evidence": "Fixture: 700 of 2000 edits."}},
+                                "evidence": "Fixture: 700 of 2000 edits."},
+                 "stability": {"question": "Fixture question with answers of its own?", "answer": "cache_c, not P",
+                               "answers": ["cache_c, not P", "not testable here"], "evidence": "Fixture ablations."}},
 }
 LEDGER = "claims_ledger"
 MATHJAX = "_static/mathjax/es5/tex-chtml.js"
@@ -172,6 +174,7 @@ def test_ledger_lists_every_claim_and_the_quoted_numbers(built_book):
     assert "Fixture question: does the collapse track | the norm?" in cells
     assert "Fixture why-evidence $y$ &lt;i&gt;." in cells
     assert "partly" in cells and "Fixture: 700 of 2000 edits." in cells
+    assert "cache_c, not P" in cells and "Fixture ablations." in cells  # an answer from the question's own list
     assert "Fixture evidence for C7: 0.5 | 1.5 $x$ &lt;b&gt;." in cells  # escaped: no math, no column break
     assert "ours" in cells and "quoted" in cells  # the comparison table from metrics_by_edits.csv
     assert "50.0 [40.0, 60.0]" in cells

@@ -255,6 +255,10 @@ def test_collapse_notebook_runs_the_variants_compares_them_and_resumes(tiny_setu
     # batch 1 without cache_c is plain AlphaEdit's batch 1 (nothing accumulated yet): the same edits land
     first = versus[(versus.edits == 2) & (versus.metric == "efficacy")].set_index("stream")
     assert first.loc["no-cache", "mean_a"] == first.loc["alphaedit", "mean_a"]
+    # ... so at its planned 2 edits the ablation finds cache_c not needed (yet); P = I was not run
+    stability = summary["why"]["stability"]
+    assert stability["answer"] == "cache_c is not needed; P not tested yet", stability
+    assert "− plain AlphaEdit after 2 edits" in stability["evidence"] and "p-identity" in stability["evidence"]
     assert (paired.n_only_a == 0).all() and (paired.n_only_b == 0).all()
     efficacy = paired[paired.metric == "efficacy"]
     assert list(efficacy.n) == list(efficacy.edits)  # every record edited so far, both streams

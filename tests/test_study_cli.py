@@ -25,3 +25,13 @@ def test_params_reach_every_notebook_run(monkeypatch, tmp_path):
     (name, params), (ledger, _) = ran
     assert name == "operating_points" and ledger == study.LEDGER
     assert params["thresholds"] == [] and params["corpora"] == ["wordnet"] and params["model"] == "smollm2-135m-instruct"
+
+
+def test_a_labelled_run_writes_its_executed_notebook_beside_its_tables_and_leaves_the_ledger(monkeypatch, tmp_path):
+    ran = []
+    monkeypatch.setattr(study, "run_notebook", lambda name, params, out, *a, **k: ran.append((name, params, out)))
+    study.main(["--model", "qwen2.5-coder-0.5b-instruct", "--only", "operating_points", "--param",
+                'label="qwen2.5-coder-0.5b-instruct-c3"', "--results", str(tmp_path), "--no-book"])
+    (name, params, out), = ran  # no ledger run under the side model's folder
+    assert name == "operating_points" and params["label"] == "qwen2.5-coder-0.5b-instruct-c3"
+    assert out == tmp_path / "qwen2.5-coder-0.5b-instruct-c3" / "operating_points"

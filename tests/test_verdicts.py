@@ -174,3 +174,34 @@ def test_calibrated_preservation_waits_for_the_planned_stream_and_needs_its_rows
         calibrated_preservation(dict(efficacy=C_UP, specificity=C_UP), dict(efficacy=C_FLAT), 2000, 2000)
     with pytest.raises(ValueError, match="efficacy"):
         calibrated_preservation(rows, {}, 2000, 2000)
+
+
+@pytest.mark.parametrize("no_cache, p_identity, answer", [
+    (C_DOWN, C_DOWN, "cache_c and P"),
+    (C_DOWN, C_FLAT, "cache_c, not P"),
+    (C_FLAT, C_DOWN, "P, not cache_c"),
+    (C_FLAT, C_UP, "neither alone"),  # an ablation that edits better does not make its part needed
+])
+def test_stability_source_names_the_parts_whose_removal_hurts_the_edits(no_cache, p_identity, answer):
+    from alphaedit_core.verdicts import stability_source
+    rows = {"no-cache": dict(efficacy=C_FLAT, rewrite_acc=no_cache, locality=C_UP),
+            "p-identity": dict(efficacy=p_identity, rewrite_acc=C_FLAT)}
+    out = stability_source(rows, {"no-cache": 1000, "p-identity": 1000}, {"no-cache": 1000, "p-identity": 1000})
+    assert out["answer"] == answer and answer in out["answers"]
+    assert "locality +4.0 points [+2.0, +6.0] (better)" in out["evidence"]  # shown, not judged
+
+
+def test_stability_source_counts_an_ablation_only_at_its_planned_edits():
+    from alphaedit_core.verdicts import stability_source
+    rows = {"no-cache": dict(efficacy=C_DOWN, rewrite_acc=C_DOWN), "p-identity": dict(efficacy=C_FLAT,
+                                                                                      rewrite_acc=C_FLAT)}
+    planned = {"no-cache": 1000, "p-identity": 1000}
+    one = stability_source(rows, {"no-cache": 1000, "p-identity": 500}, planned)
+    assert one["answer"] == "cache_c is needed; P not tested yet"
+    assert "evaluated to 500 of its 1000 edits" in one["evidence"]
+    other = stability_source({"p-identity": rows["p-identity"]}, {"p-identity": 1000}, planned)
+    assert other["answer"] == "P is not needed; cache_c not tested yet" and "no-cache" in other["evidence"]
+    assert stability_source(rows, {"no-cache": 900, "p-identity": 0}, planned)["answer"] == "not testable here"
+    assert stability_source({}, {}, {})["answer"] == "not testable here"
+    with pytest.raises(ValueError, match="rewrite_acc"):
+        stability_source({"no-cache": dict(efficacy=C_DOWN)}, {"no-cache": 1000}, planned)
