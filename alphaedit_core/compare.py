@@ -188,10 +188,11 @@ def plan(model: str, rule: str, results_root: str | Path, *, n_edits: int | None
 
 def estimate_hours(model: str, edits: int, methods: int = 2, first: bool = True) -> dict[str, float]:
     """Rough cost on two quiet cores: editing (targets, keys, solve), the covariance statistics (300k tokens,
-    once per model, cached), evaluation (300 records per milestone and method plus the unedited model, at ~1.2 s
+    once per model, cached), evaluation (300 records per milestone and method plus the unedited model once, at ~1.2 s
     per record on SmolLM2) and fluency (ten 100-token generations per record of `fluency_cap`, ~3 s each on SmolLM2,
     at the unedited model and at the last milestone of each method), all scaled by forward throughput; with
-    `first` (the model's first run) also the statistics and projection_check (two AlphaEdit runs of 20 edits and
+    `first` (the model's first run) also the unedited model's scores (later runs read them from the cache), the
+    statistics and projection_check (two AlphaEdit runs of 20 edits and
     ~60k tokens of held-out, sampled and random-model text). Estimates, not measurements."""
     spec = MODELS.get(model)
     if spec is None:
@@ -200,9 +201,10 @@ def estimate_hours(model: str, edits: int, methods: int = 2, first: bool = True)
     edit = spec["s_per_edit"] * edits * methods / 3600
     statistics = 300_000 / (708 / slow) / 3600 if first else 0.0  # 708 tokens/s: SmolLM2's, measured
     statistics += projection_hours(model) if first else 0.0
-    n_milestones = len([m for m in MILESTONES if m <= edits]) + 1
-    evaluation = min(300, edits) * 1.2 * slow * n_milestones * methods / 3600
-    evaluation += spec.get("fluency_cap", 50) * 10 * 3.0 * slow * (1 + methods) / 3600
+    n_milestones = len([m for m in MILESTONES if m <= edits])
+    unedited = 1 if first else 0  # the unedited model's scores are shared by every run of the model (cached)
+    evaluation = min(300, edits) * 1.2 * slow * (n_milestones * methods + unedited) / 3600
+    evaluation += spec.get("fluency_cap", 50) * 10 * 3.0 * slow * (unedited + methods) / 3600
     return dict(edit=edit, statistics=statistics, evaluation=evaluation, total=edit + statistics + evaluation)
 
 

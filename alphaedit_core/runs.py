@@ -13,7 +13,7 @@ import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 
@@ -94,6 +94,44 @@ def claim(path: str | Path) -> WriterLock | None:
         return WriterLock(path).acquire()
     except CheckpointBusy:
         return None
+
+
+def cached_tables(folder: str | Path, names: Sequence[str], compute: Callable[[], Sequence[pd.DataFrame]], *,
+                  wait: bool = True) -> tuple[pd.DataFrame, ...] | None:
+    """The tables `names` (`<folder>/<name>.csv`), computed once by `compute` (one frame per name) in whichever
+    process asks first and read from the files by every later caller. The computing process holds a lock on them:
+    another process that asks meanwhile waits and then reads them (`wait`), or gets None (`wait=False`, so that it
+    can do other work first and ask again), instead of computing them a second time. A process that died while
+    computing leaves no table behind (each file is written whole, by a rename): the next caller computes them."""
+    folder = Path(folder)
+    paths = [folder / f"{name}.csv" for name in names]
+
+    def read() -> tuple[pd.DataFrame, ...] | None:
+        return tuple(pd.read_csv(p) for p in paths) if all(p.exists() for p in paths) else None
+
+    if (found := read()) is not None:
+        return found
+    key = folder / ("computing-" + "-".join(names))
+    lock = claim(key)
+    if lock is None:
+        if not wait:
+            return None
+        with table_lock(key):  # until the computing process is done (or dead)
+            pass
+        return cached_tables(folder, names, compute, wait=wait)
+    try:
+        if (found := read()) is not None:  # finished between the first look and the claim
+            return found
+        frames = tuple(compute())
+        if len(frames) != len(paths):
+            raise ValueError(f"cached_tables: compute returned {len(frames)} tables for {list(names)}")
+        for path, frame in zip(paths, frames):
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            frame.to_csv(tmp, index=False)
+            tmp.replace(path)
+        return frames
+    finally:
+        lock.release()
 
 
 class RunTables:

@@ -59,7 +59,6 @@ quick = False
 import hashlib
 import json
 import math
-import os
 import random
 import time
 from pathlib import Path
@@ -178,18 +177,20 @@ unedited_key = hashlib.sha256(json.dumps(dict(
 unedited_dir = cache_dir("runs", "unedited", unedited_key)
 
 
-def unedited(names: tuple[str, ...], method: str, compute) -> tuple[pd.DataFrame, ...]:
-    """The unedited model's tables `names`, read from the shared cache (labelled with `method`) or computed by
-    `compute` (one frame per name) and cached."""
-    paths = [unedited_dir / f"{name}.csv" for name in names]
-    if all(p.exists() for p in paths):
-        return tuple(pd.read_csv(p).assign(method=method) for p in paths)
-    frames = compute()
-    for path, frame in zip(paths, frames):
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # another method's process may write the same file
-        frame.to_csv(tmp, index=False)
-        tmp.replace(path)
-    return frames
+def unedited(names: tuple[str, ...], method: str, compute, wait: bool = True) -> tuple[pd.DataFrame, ...] | None:
+    """The unedited model's tables `names` (labelled with `method`), computed once by `compute` (one frame per
+    name) and shared through the cache. While another method's process computes them, None with `wait=False` (this
+    process edits first and asks again once its model is restored), so that parallel processes never compute them
+    twice."""
+    def announced():
+        print(f"{method}: computing the unedited model's {', '.join(names)} (shared by every method)", flush=True)
+        return compute()
+
+    frames = runs.cached_tables(unedited_dir, names, announced, wait=wait)
+    if frames is None:
+        print(f"{method}: another process computes the unedited model's {', '.join(names)}: editing first",
+              flush=True)
+    return None if frames is None else tuple(f.assign(method=method) for f in frames)
 
 
 # per-method tables carry the run key: rows of another run are never extended or taken for this run's progress
@@ -211,12 +212,28 @@ for method in methods:
     capability_path, hidden_path = out / f"capability_raw-{method}.csv", out / f"hidden_drift-{method}.csv"
     for path in (metrics_path, diag_path, capability_path, hidden_path):
         check_table(path)
-    if 0 not in done(metrics_path, "edits"):
-        append(metrics_path, unedited(("metrics",), method, lambda: (evaluate_at(0, method),))[0])
-    if 0 not in done(capability_path, "edits"):
-        ppl, drift = unedited(("capability", "hidden_drift"), method, lambda: capability_at(0, method))
-        append(hidden_path, drift)
-        append(capability_path, ppl)
+
+    def unedited_rows(wait: bool, method=method, metrics_path=metrics_path, capability_path=capability_path,
+                      hidden_path=hidden_path) -> bool:
+        """Append the unedited model's rows (edits = 0) where missing; False if another process still computes
+        them (`wait=False`). Only while the model is unedited."""
+        ready = True
+        if 0 not in done(metrics_path, "edits"):
+            got = unedited(("metrics",), method, lambda: (evaluate_at(0, method),), wait=wait)
+            if got is None:
+                ready = False
+            else:
+                append(metrics_path, got[0])
+        if 0 not in done(capability_path, "edits"):
+            got = unedited(("capability", "hidden_drift"), method, lambda: capability_at(0, method), wait=wait)
+            if got is None:
+                ready = False
+            else:
+                append(hidden_path, got[1])
+                append(capability_path, got[0])
+        return ready
+
+    unedited_ready = unedited_rows(wait=False)
 
     def on_batch(ed: Editor, batch, report, metrics_path=metrics_path, diag_path=diag_path, method=method,
                  capability_path=capability_path, hidden_path=hidden_path) -> None:
@@ -251,6 +268,8 @@ for method in methods:
     checkpointed[method] = min(editor.batches_done * batch_size, n_edits)
     print(f"{method}: {checkpointed[method]} of {n_edits} edits done")
     editor.restore()
+    if not unedited_ready:  # another method's process was computing them: read them now (the model is unedited)
+        unedited_rows(wait=True)
 
 # %% [markdown]
 # ## Accuracy against the number of edits

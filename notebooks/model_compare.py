@@ -101,9 +101,9 @@ status
 # The calibrated rule's energy share comes from the operating-points chapter (`results/<model>/operating_points/
 # calibrated.json`, else the default model's), else from the documented default of 1% of tr C; the table says which.
 #
-# The estimates are for two quiet cores (hours; editing from the measured 6.9 s per edit and method of SmolLM2 at
-# batch 100, Qwen-0.5B about 4x that, Gemma and Qwen-1.5B scaled by their forward throughput; plus the covariance
-# statistics once per model and the evaluation at every milestone). `--jobs 2` runs AlphaEdit and MEMIT in two
+# The estimates are for two quiet cores (hours; editing from the seconds per edit and method measured on SmolLM2
+# and Qwen-0.5B, Gemma and Qwen-1.5B scaled by their forward throughput: `compare.MODELS`; plus the covariance
+# statistics and the unedited model's scores once per model, and the evaluation at every milestone). `--jobs 2` runs AlphaEdit and MEMIT in two
 # processes of one thread each. When every run is there, `python -m alphaedit_core.compare chapters` re-executes
 # this chapter and the Instruct-vs-Base one.
 

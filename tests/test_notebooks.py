@@ -86,3 +86,28 @@ def assert_rescored_snapshot_equals_the_run(tmp_path, folder, out):
     merged = written.merge(again, on=key, suffixes=("_run", "_rescored"))
     assert len(merged) == len(again) == len(written) > 0
     assert (merged.value_run - merged.value_rescored).abs().max() < 1e-12
+
+
+def test_parallel_methods_compute_the_unedited_model_once(tiny_setup):
+    """Two method processes (study.run_methods_in_parallel) share the unedited model's scores: one computes them,
+    the other reads them (or edits first while they are computed); both tables hold the same rows at 0 edits."""
+    from alphaedit_core.study import run_methods_in_parallel
+
+    tmp_path, folder = tiny_setup
+    params = dict(model=str(folder), label="tiny-parallel", hparams=str(tmp_path / "hparams.json"), n_edits=4,
+                  batch_size=2, milestones=[2, 4], eval_cap=4, gen_cap=2, fluency_cap=2, drift_tokens=50,
+                  capability_corpora=[str(tmp_path / "corpus.txt")], capability_tokens=60,
+                  results_dir=str(tmp_path / "results"), seed=5)  # its own seed: its own unedited cache
+    run_methods_in_parallel(params, ROOT / "notebooks", 2)
+    logs = "".join((tmp_path / "cache" / "runs" / "partial" / f"edit_count-{m}.ipynb").read_text()
+                   for m in ("alphaedit", "memit"))
+    assert logs.count("computing the unedited model's metrics") == 1
+    assert logs.count("computing the unedited model's capability, hidden_drift") == 1
+    out = tmp_path / "results" / "tiny-parallel" / "edit_count"
+    zero = {m: pd.read_csv(out / f"metrics_raw-{m}.csv").query("edits == 0") for m in ("alphaedit", "memit")}
+    key = ["case_id", "family", "prompt_kind", "metric"]
+    merged = zero["alphaedit"].merge(zero["memit"], on=key, suffixes=("_a", "_m"))
+    assert len(merged) == len(zero["alphaedit"]) == len(zero["memit"]) > 0
+    assert (merged.value_a == merged.value_m).all()
+    for m in ("alphaedit", "memit"):  # and every milestone of each stream
+        assert set(pd.read_csv(out / f"metrics_raw-{m}.csv").edits) == {0, 2, 4}

@@ -102,3 +102,55 @@ def test_parallel_appends_keep_one_header_and_whole_rows(tmp_path):
     table = pd.read_csv(path)
     assert len(table) == 240 and (table.text.str.len() == 6000).all() and set(table.run_key) == {"key"}
     assert sorted(table[table.worker == 0].row) == sorted(table[table.worker == 1].row) == list(range(120))
+
+
+def test_cached_tables_are_computed_once_and_read_by_later_callers(tmp_path):
+    from alphaedit_core.runs import cached_tables
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return pd.DataFrame(dict(x=[1.5, 2.25])), pd.DataFrame(dict(y=["a"]))
+
+    first = cached_tables(tmp_path / "u", ("metrics", "other"), compute)
+    again = cached_tables(tmp_path / "u", ("metrics", "other"), compute)
+    assert len(calls) == 1 and sorted(p.name for p in (tmp_path / "u").glob("*.csv")) == ["metrics.csv", "other.csv"]
+    for a, b in zip(first, again):
+        pd.testing.assert_frame_equal(a, b)
+    with pytest.raises(ValueError, match="returned 1 tables"):
+        cached_tables(tmp_path / "v", ("a", "b"), lambda: (pd.DataFrame(dict(x=[1])),))
+
+
+def test_cached_tables_are_not_computed_twice_while_another_process_computes_them(tmp_path):
+    import threading
+
+    from alphaedit_core.runs import cached_tables, claim
+
+    folder = tmp_path / "u"
+    holder = claim(folder / "computing-metrics")  # another process computing them (flock: per open file)
+    assert holder is not None
+
+    def never():
+        raise AssertionError("computed a second time")
+
+    assert cached_tables(folder, ("metrics",), never, wait=False) is None  # not ready: do other work first
+
+    def finish():  # the other process writes the table, then lets go of the lock
+        pd.DataFrame(dict(x=[7])).to_csv(folder / "metrics.csv", index=False)
+        holder.release()
+
+    timer = threading.Timer(0.3, finish)
+    timer.start()
+    (got,) = cached_tables(folder, ("metrics",), never, wait=True)  # waits for it, then reads its table
+    timer.join()
+    assert got.x.tolist() == [7]
+
+
+def test_cached_tables_left_unwritten_by_a_dead_process_are_computed_by_the_next(tmp_path):
+    from alphaedit_core.runs import cached_tables, claim
+
+    folder = tmp_path / "u"
+    claim(folder / "computing-metrics").release()  # it took the lock and died before writing
+    (got,) = cached_tables(folder, ("metrics",), lambda: (pd.DataFrame(dict(x=[3])),), wait=False)
+    assert got.x.tolist() == [3] and (folder / "metrics.csv").exists()
