@@ -357,7 +357,7 @@ g = sns.relplot(by_edits, x="edits", y="mean", hue="stream", hue_order=order, co
 g.set_titles("{col_name}")
 g.figure.savefig(out / "accuracy_vs_edits.png", dpi=120, bbox_inches="tight")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "hide-output"]
 by_edits.pivot_table(index=["stream", "edits"], columns="measure", values="mean").round(3).reindex(order, level=0)
 
 # %% [markdown]
@@ -435,7 +435,7 @@ else:
 # distance from the unedited model on held-out text. `target_shift` is NaN for a stream whose diagnostics and
 # checkpoint predate its recording.
 
-# %%
+# %% tags=["hide-input", "hide-output"]
 diag = pd.concat([s["diag"].assign(stream=n) for n, s in streams.items() if s["diag"] is not None], ignore_index=True)
 diag = diag.drop_duplicates(["stream", "batch", "layer"], keep="last")
 reports = [s["reports"].assign(stream=n) for n, s in streams.items() if s["reports"] is not None and len(s["reports"])]
@@ -452,11 +452,11 @@ hidden_by_edits = (pd.concat(hidden).groupby(["stream", "edits", "layer"]).relat
 hidden_by_edits.to_csv(out / "hidden_drift_by_edits.csv", index=False)
 mech.pivot_table(index=["stream", "edits"], columns="layer", values="relative_change").round(3).reindex(order, level=0)
 
-# %%
+# %% tags=["hide-input", "hide-output"]
 mech.drop_duplicates(["stream", "edits"]).set_index(["stream", "edits"])[
     ["target_shift", "target_shift_mean", "target_steps_mean", "seconds_per_batch"]].round(3).reindex(order, level=0)
 
-# %%
+# %% tags=["hide-input", "hide-output"]
 mech.pivot_table(index=["stream", "edits"], columns="layer", values=["condition", "drift"]).round(3).reindex(
     order, level=0)
 
@@ -464,7 +464,7 @@ mech.pivot_table(index=["stream", "edits"], columns="layer", values=["condition"
 # Held-out text at the milestones: the distance of the hidden states from the unedited model's (‖h − h⁰‖/‖h⁰‖,
 # mean over tokens, at the last edited, middle and last layer) and the perplexity on each held-out source.
 
-# %%
+# %% tags=["hide-input", "hide-output"]
 if len(hidden_by_edits):
     display(hidden_by_edits.pivot_table(index=["stream", "edits"], columns="layer", values="relative_distance")
             .round(4).reindex(order, level=0))
@@ -649,9 +649,7 @@ summary = dict(model=model_dir, notebook="collapse",
                stream_setting={k: setting[k] for k in ("n_edits", "batch_size", "milestones", "eval_cap", "seed")},
                cost=cost.astype(object).where(cost.notna(), None).to_dict("records"), claims=claims, why=why)
 (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-for cid, c in claims.items():
-    print(f"{cid}: {c['verdict']} — {c['evidence']}")
-print(f"C7, why: {why['C7']['answer']} — {why['C7']['evidence']}")
-if "calibrated" in why:
-    print(f"calibrated P: {why['calibrated']['answer']} — {why['calibrated']['evidence']}")
-print(f"stability: {why['stability']['answer']} — {why['stability']['evidence']}")
+titles = {"C7": "C7, why", "calibrated": "The calibrated P", "stability": "Where the durability comes from"}
+display(Markdown("\n".join(
+    [f"- **{cid}**: *{c['verdict']}*. {c['evidence']}" for cid, c in claims.items()]
+    + [f"- **{titles.get(k, k)}** ({w['question']}): *{w['answer']}*. {w['evidence']}" for k, w in why.items()])))
