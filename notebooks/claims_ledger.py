@@ -178,7 +178,8 @@ for s in summaries:
             raise ValueError(f"results/{s['model']}/{s['notebook']}/summary.json: question {key!r} has answer "
                              f"{answer!r}, expected one of {allowed}")
         why_rows.append({"about": key, "question": w.get("question", ""), "answer": answer,
-                         "evidence": w.get("evidence", ""), **run_fields(s)})
+                         "evidence": w.get("evidence", ""),  # a question's own edits where it says (its streams)
+                         **run_fields({**s, "n_edits": w.get("edits", s.get("n_edits"))})})
 why = pd.DataFrame(why_rows, columns=["about", "question", "answer", "evidence", "model", "n_edits", "notebook",
                                       "run"])
 why.to_csv(out_dir / "questions.csv", index=False)

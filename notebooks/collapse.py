@@ -633,12 +633,14 @@ if CALIBRATED in streams:
     at, calibrated_vs_memit = last_rows_of(vs_memit, CALIBRATED)
     at_plain, calibrated_vs_plain = last_rows_of(paired, CALIBRATED)
     why["calibrated"] = calibrated_preservation(calibrated_vs_memit, calibrated_vs_plain, min(at, at_plain), n_planned)
+    why["calibrated"]["edits"] = min(at, at_plain)  # what the answer was tested with (the ledger shows it)
 stability_rows, stability_reached = {}, {}
 for v in (v for v in ablations if v in streams):
     stability_reached[v], stability_rows[v] = last_rows_of(paired, v, judged=(
         ("official", "efficacy"), ("easyedit", "rewrite_acc"), ("official", "specificity"), ("easyedit", "locality")))
 why["stability"] = stability_source(stability_rows, stability_reached,
                                     {v: a.get("stop_after_edits") or n_planned for v, a in ablations.items()})
+why["stability"]["edits"] = max(stability_reached.values(), default=0)
 summary = dict(model=model_dir, notebook="collapse",
                n_edits=min(reached[s] for s in [PLAIN, *stabilisers]) if stabilisers else 0, n_edits_planned=n_planned,
                edits_evaluated=reached, quick=quick, variants={v: variants[v] for v in stabilisers},

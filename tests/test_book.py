@@ -37,7 +37,8 @@ WHY = {  # notebook -> the questions its summary.json answers beside the verdict
                  "calibrated": {"question": "Fixture question about the calibrated P?", "answer": "not testable here",
                                 "evidence": "Fixture: 700 of 2000 edits."},
                  "stability": {"question": "Fixture question with answers of its own?", "answer": "cache_c, not P",
-                               "answers": ["cache_c, not P", "not testable here"], "evidence": "Fixture ablations."}},
+                               "answers": ["cache_c, not P", "not testable here"], "evidence": "Fixture ablations.",
+                               "edits": 1000}},
 }
 LEDGER = "claims_ledger"
 MATHJAX = "_static/mathjax/es5/tex-chtml.js"
@@ -175,6 +176,8 @@ def test_ledger_lists_every_claim_and_the_quoted_numbers(built_book):
     assert "Fixture why-evidence $y$ &lt;i&gt;." in cells
     assert "partly" in cells and "Fixture: 700 of 2000 edits." in cells
     assert "cache_c, not P" in cells and "Fixture ablations." in cells  # an answer from the question's own list
+    questions = pd.read_csv(built_book.parents[2] / "results" / MODEL / LEDGER / "questions.csv").set_index("about")
+    assert questions.loc["stability", "n_edits"] == "1,000" and questions.loc["C7", "n_edits"] == "2,000"
     assert "Fixture evidence for C7: 0.5 | 1.5 $x$ &lt;b&gt;." in cells  # escaped: no math, no column break
     assert "ours" in cells and "quoted" in cells  # the comparison table from metrics_by_edits.csv
     assert "50.0 [40.0, 60.0]" in cells
