@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The across-models runs (notebooks/model_compare, notebooks/instruct_vs_base; issue "across models"), in the order
+# that wastes the least compute. Every step resumes from its checkpoints, so the same command continues after an
+# interruption, and a finished step only re-renders:
+#   1. each offline model with the official threshold, AlphaEdit and MEMIT in two one-thread processes (--jobs 2;
+#      the unedited model's scores are computed once and shared), smallest model first: its statistics, P check and
+#      stream are the cheapest evidence;
+#   2. the calibrated P of two models in two one-thread lanes (AlphaEdit only: MEMIT has no P), which reuses the
+#      official run's statistics and unedited scores;
+#   3. Qwen2.5-Coder-1.5B (the slowest) the same way, with the default model's calibrated P check beside it (its
+#      calibrated stream is the collapse chapter's);
+#   4. the two comparison chapters.
+# `python -m alphaedit_core.compare plan` prints where each run stands and what it is estimated to cost.
+# Usage: scripts/queue_models.sh   (log: $QUEUE_LOG, default queue_models.log; PY: the interpreter)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY="${PY:-.venv/bin/python}"
+LOG="${QUEUE_LOG:-queue_models.log}"
+step() {  # step NAME COMMAND...: run, time and report one step
+  local name="$1"; shift
+  echo "== $(date -u +%FT%TZ) start: $name" | tee -a "$LOG"
+  local t0=$SECONDS
+  if "$@" >> "$LOG" 2>&1; then status=done; else status="FAILED (exit $?)"; fi
+  echo "== $(date -u +%FT%TZ) $status: $name, $(( (SECONDS - t0) / 60 )) min" | tee -a "$LOG"
+}
+run() {  # run MODEL RULE [--jobs 2]: one (model, P rule) run of alphaedit_core.compare
+  local model="$1" rule="$2"; shift 2
+  "$PY" -m alphaedit_core.compare run --model "$model" --rule "$rule" "$@"
+}
+one_thread() { env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$@"; }
+
+step "gemma3-270m, official P" run gemma3-270m official --jobs 2
+step "qwen2.5-coder-0.5b-instruct, official P" run qwen2.5-coder-0.5b-instruct official --jobs 2
+( step "gemma3-270m, calibrated P" one_thread run gemma3-270m calibrated ) &
+( step "qwen2.5-coder-0.5b-instruct, calibrated P" one_thread run qwen2.5-coder-0.5b-instruct calibrated ) &
+wait
+step "qwen2.5-coder-1.5b-instruct, official P" run qwen2.5-coder-1.5b-instruct official --jobs 2
+( step "qwen2.5-coder-1.5b-instruct, calibrated P" one_thread run qwen2.5-coder-1.5b-instruct calibrated ) &
+( step "smollm2-135m-instruct, calibrated P check" one_thread run smollm2-135m-instruct calibrated ) &
+wait
+step "the comparison chapters" "$PY" -m alphaedit_core.compare chapters
