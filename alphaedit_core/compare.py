@@ -646,11 +646,16 @@ def c9_instruct(diffs: Mapping[str, Mapping[str, Mapping[str, float]]], *, same_
 def c1_across(per_model: Mapping[str, Mapping[str, Any]]) -> dict:
     """C1 across models. `per_model`: model -> dict(verdict=projection_check's C1 verdict, kept_share=mean share of
     directions kept at the official threshold, energy_kept, leak=mean ‖Pk‖/‖k‖ of held-out keys). Every model's
-    C1 reproduced → reproduced; some → partly reproduced; none → not reproduced; no model → not testable here.
-    The evidence shows that P differs across models (one absolute threshold keeps different shares)."""
+    C1 reproduced → reproduced; some → partly reproduced; none → not reproduced; fewer than two models → not
+    testable here (across models needs two). The evidence shows how P differs across models (one absolute threshold
+    keeps different shares)."""
     have = {m: v for m, v in per_model.items() if v.get("verdict")}
-    if not have:
-        return dict(verdict="not testable here", evidence="No model's projection_check has run yet.")
+    if len(have) < 2:
+        return dict(verdict="not testable here", evidence=(
+            "No model's projection_check has run yet." if not have else
+            f"Only one model's projection_check has run ({next(iter(have))}: keeps "
+            f"{next(iter(have.values()))['kept_share']:.0%} of the directions): that P differs across models needs "
+            "a second model's."))
     ok = [m for m, v in have.items() if v["verdict"] == "reproduced"]
     verdict = "reproduced" if len(ok) == len(have) else "partly reproduced" if ok else "not reproduced"
     shares = "; ".join(f"{m}: keeps {v['kept_share']:.0%} of the directions, {v['energy_kept']:.1%} of the energy, "

@@ -84,8 +84,8 @@ status.to_csv(out / "runs.csv", index=False)
 not_run = sorted({f"{run.model} ({run.rule} P)" + (", failed" if run.status == "failed" else "")
                   for run in runs.values() if run.status in ("not run yet", "failed")})
 display(Markdown(("Not run yet: " + ", ".join(not_run) + ".") if not_run else "Every run has results."))
-display(pairs[["base", "instruct", "same_model"]])
-status
+display(pairs[["base", "instruct", "same_model"]].set_index(["base", "instruct"]))
+status.set_index(["model", "rule"])
 
 # %% [markdown]
 # ## Scores of the Base and the Instruct models
@@ -172,7 +172,7 @@ summary = dict(model=label, notebook="instruct_vs_base", n_edits=int(paired.edit
                not_run_yet=not_run, claims=claims)
 (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
 for cid, c in claims.items():
-    print(f"{cid}: {c['verdict']} — {c['evidence']}")
+    display(Markdown(f"- **{cid}**: *{c['verdict']}*. {c['evidence']}"))
 (paired.assign(interval=[f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi in
                          zip(paired["diff"], paired.ci_low, paired.ci_high)])
  .pivot_table(index=["rule", "instruct", "edits"], columns="measure", values="interval", aggfunc="first")

@@ -84,7 +84,7 @@ not_run = sorted({f"{run.model} ({run.rule} P)" + (", failed" if run.status == "
                   for run in runs.values() if run.status in ("not run yet", "failed")})
 display(Markdown(f"**Runs found** under `{root}`: {len(present)} of {len(runs)}. "
                  + (f"Not run yet: {', '.join(not_run)}." if not_run else "Every run has results.")))
-status
+status[status.status != "not run yet"].set_index(["model", "rule"])
 
 # %% [markdown]
 # ## How each model's results are made
@@ -131,7 +131,7 @@ display(Markdown("\n".join(f"- `{row.command}` — {row.model}, {row.rule} P, {r
                            + ("" if row.edited_by == "this command" else
                               f"; the edits are {row.edited_by}'s, which makes the same stream: the command adds "
                               "only projection_check") for row in plans.itertuples())))
-plans.drop(columns="command")
+plans.drop(columns="command").set_index(["model", "rule"])
 
 # %% [markdown]
 # ## Like with like: the common milestones and the records behind them
@@ -165,7 +165,7 @@ check
 # token accuracies), per model, P rule and method. Fluency and consistency are scored only at the unedited model and
 # at each run's last milestone, so they appear here only where that is a common milestone.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "hide-output"]
 scores = summarize_runs(long)
 scores.to_csv(out / "scores.csv", index=False)
 shown = scores[scores.edits.isin([0, *common])].copy()
@@ -265,7 +265,11 @@ for m in models:
                 sweeps.append(pd.read_csv(sweep_path).assign(model=m))
 projection = pd.DataFrame(proj_rows)
 projection.to_csv(out / "projection_by_model.csv", index=False)
-projection.round(3)
+checked = projection[projection.status != "not run yet"]
+display(Markdown("P not checked yet: " + ", ".join(f"{r.model} ({r.rule} P)" for r in projection.itertuples()
+                                                  if r.status == "not run yet") + "." if len(checked) < len(projection)
+                 else "Every model's P is checked."))
+checked.set_index(["model", "rule"]).round(3)
 
 # %% tags=["hide-input"] mystnb={"figure": {"name": "fig-models-projector", "caption": "The projector at the official absolute threshold is a different object on each model. **Left:** share of directions P keeps against the threshold (the official value 0.02 is the dashed line), mean over the edited layers, one line per model. **Right:** the leakage ‖Pk‖/‖k‖ of held-out preserved keys against the same thresholds. Where the lines sit apart at 0.02, one absolute threshold keeps different shares and lets different amounts through on each model."}, "image": {"alt": "Two line charts with the threshold on a logarithmic horizontal axis: left, the kept share of directions between 0 and 1; right, the mean leakage of held-out keys; one line with markers per model and a dashed vertical line at 0.02."}}
 if sweeps:
@@ -302,7 +306,7 @@ for run in present:
                               drift=g.drift.mean()))
 weights = pd.DataFrame(diag_rows, columns=["model", "rule", "method", "edits", "relative_change", "condition", "drift"])
 weights.to_csv(out / "weights_by_model.csv", index=False)
-weights.round(4)
+weights.set_index(["model", "rule", "method", "edits"]).round(4)
 
 # %% [markdown]
 # ## What each run cost
@@ -314,7 +318,7 @@ weights.round(4)
 # %% tags=["hide-input"]
 cost = pd.DataFrame([run_cost(run) for run in present])
 cost.to_csv(out / "cost.csv", index=False)
-cost.round(2) if len(cost) else Markdown("No run has results yet.")
+cost.set_index(["model", "rule"]).round(2) if len(cost) else Markdown("No run has results yet.")
 
 # %% [markdown]
 # ## Verdicts
@@ -427,8 +431,7 @@ summary = dict(model=label, notebook="model_compare", n_edits=last_common, quick
                not_run_yet=not_run, scale_pair=scale_pair, family_representatives=representatives,
                claims=claims)
 (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-for cid, c in claims.items():
-    print(f"{cid}: {c['verdict']} — {c['evidence']}")
+display(Markdown("\n".join(f"- **{cid}**: *{c['verdict']}*. {c['evidence']}" for cid, c in claims.items())))
 
 # %% tags=["hide-input"]
 if len(cross):

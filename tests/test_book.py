@@ -31,6 +31,8 @@ CHAPTERS = {  # notebook -> the claims its summary.json carries
     "operating_points": ["C3", "C4", "C5", "P4"],
     "collapse": ["N1"],
 }
+ACROSS_LABEL = "across-models"  # results/<this>/: the chapters that compare models
+ACROSS = {"model_compare": ["C8", "C10"], "instruct_vs_base": ["C9"]}
 WHY = {  # notebook -> the questions its summary.json answers beside the verdicts
     "collapse": {"C7": {"question": "Fixture question: does the collapse track | the norm?", "answer": "partly",
                         "evidence": "Fixture why-evidence $y$ <i>."},
@@ -54,11 +56,11 @@ def png_bytes(width: int = 8, height: int = 4, rgb=(200, 60, 30)) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
-def write_fixture_chapter(results: Path, notebook: str, claims: list[str]) -> Path:
+def write_fixture_chapter(results: Path, notebook: str, claims: list[str], model: str = MODEL) -> Path:
     """An executed notebook as papermill leaves it, plus its figure file and summary.json."""
     import nbformat
 
-    out = results / MODEL / notebook
+    out = results / model / notebook
     out.mkdir(parents=True, exist_ok=True)
     png = png_bytes()
     (out / "figure.png").write_bytes(png)
@@ -75,7 +77,7 @@ def write_fixture_chapter(results: Path, notebook: str, claims: list[str]) -> Pa
     nbformat.write(nb, out / f"{notebook}.ipynb")
     verdicts = ["reproduced", "partly reproduced", "not reproduced", "not testable here"]
     summary = {
-        "model": MODEL, "notebook": notebook, "n_edits": 2000, "batch_size": 100, "quick": False,
+        "model": model, "notebook": notebook, "n_edits": 2000, "batch_size": 100, "quick": False,
         "claims": {c: {"verdict": verdicts[i % 4], "evidence": f"Fixture evidence for {c}: 0.5 | 1.5 $x$ <b>."}
                    for i, c in enumerate(claims)},
     }
@@ -115,6 +117,8 @@ def built_book(tmp_path_factory):
     shutil.copy2(REPO / "results" / "quoted" / "alphaedit_table1.csv", results / "quoted")
     for notebook, claims in CHAPTERS.items():
         write_fixture_chapter(results, notebook, claims)
+    for notebook, claims in ACROSS.items():
+        write_fixture_chapter(results, notebook, claims, model=ACROSS_LABEL)
     write_fixture_metrics(results)
     other = results / "other-model-c3" / "operating_points"  # a second model's C3 run: it tests C3 only
     other.mkdir(parents=True)
@@ -145,9 +149,9 @@ def images_of(page: Path) -> list[Path]:
     return [(page.parent / s).resolve() for s in srcs if "://" not in s and not s.startswith("data:")]
 
 
-@pytest.mark.parametrize("notebook", list(CHAPTERS))
-def test_chapter_shows_its_figure(built_book, notebook):
-    page = built_book / "results" / MODEL / notebook / f"{notebook}.html"
+@pytest.mark.parametrize("folder, notebook", [(MODEL, n) for n in CHAPTERS] + [(ACROSS_LABEL, n) for n in ACROSS])
+def test_chapter_shows_its_figure(built_book, folder, notebook):
+    page = built_book / "results" / folder / notebook / f"{notebook}.html"
     assert page.exists(), f"no page for chapter {notebook}"
     assert f"Fixture chapter {notebook}" in page.read_text(encoding="utf8")
     images = [p for p in images_of(page) if p.parent == (built_book / "_images").resolve()]
@@ -168,8 +172,9 @@ def test_ledger_lists_every_claim_and_the_quoted_numbers(built_book):
     for i in range(1, 5):
         assert any(re.match(rf"P{i} \w", c) for c in cells), f"P{i} has no row in the ledger"
     assert any(re.match(r"N1 \w", c) for c in cells), "N1 has no row in the ledger"
-    # no fixture chapter for C6, C8, C9 and C10; the fixture's edit_count summary has no P1-P3 verdict
-    assert cells.count("not tested yet") == 7
+    # no fixture chapter for C6 (the across-models ones carry C8, C9 and C10); the fixture's edit_count summary
+    # has no P1-P3 verdict
+    assert cells.count("not tested yet") == 4
     # the questions answered beside the verdicts (collapse: C7's why, the calibrated P), escaped like the evidence
     assert "Questions answered beside the verdicts" in text
     assert "Fixture question: does the collapse track | the norm?" in cells

@@ -118,6 +118,8 @@ def test_c1_across_models():
     assert c1_across({"a": ok, "b": {**ok, "kept_share": 0.2}})["verdict"] == "reproduced"
     assert c1_across({"a": ok, "b": {**ok, "verdict": "not reproduced"}})["verdict"] == "partly reproduced"
     assert c1_across({"a": {}, "b": {}})["verdict"] == "not testable here"
+    one = c1_across({"a": ok, "b": {}})  # one model cannot show that P differs across models
+    assert one["verdict"] == "not testable here" and "a: keeps 80%" in one["evidence"]
 
 
 def test_same_model_pair():
