@@ -21,13 +21,7 @@ MODEL="${1:-smollm2-135m-instruct}"
 MODEL2="${2:-}"
 PY="${PY:-.venv/bin/python}"
 LOG="${QUEUE_LOG:-queue.log}"
-step() {  # step NAME COMMAND...: run, time and report one step
-  local name="$1"; shift
-  echo "== $(date -u +%FT%TZ) start: $name" | tee -a "$LOG"
-  local t0=$SECONDS
-  if "$@" >> "$LOG" 2>&1; then status=done; else status="FAILED (exit $?)"; fi
-  echo "== $(date -u +%FT%TZ) $status: $name, $(( (SECONDS - t0) / 60 )) min" | tee -a "$LOG"
-}
+source scripts/step.sh  # step NAME COMMAND...: run, time and report one step
 if [ -z "${QUEUE_SKIP_SWEEP:-}" ]; then
   step "study: operating_points ($MODEL)" \
     "$PY" -m alphaedit_core.study --model "$MODEL" --only operating_points --jobs 2 --no-book ${QUEUE_BUDGET:+--time-budget "$QUEUE_BUDGET"}

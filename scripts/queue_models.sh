@@ -16,13 +16,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PY:-.venv/bin/python}"
 LOG="${QUEUE_LOG:-queue_models.log}"
-step() {  # step NAME COMMAND...: run, time and report one step
-  local name="$1"; shift
-  echo "== $(date -u +%FT%TZ) start: $name" | tee -a "$LOG"
-  local t0=$SECONDS
-  if "$@" >> "$LOG" 2>&1; then status=done; else status="FAILED (exit $?)"; fi
-  echo "== $(date -u +%FT%TZ) $status: $name, $(( (SECONDS - t0) / 60 )) min" | tee -a "$LOG"
-}
+source scripts/step.sh  # step NAME COMMAND...: run, time and report one step
 run() {  # run MODEL RULE [--jobs 2]: one (model, P rule) run of alphaedit_core.compare
   local model="$1" rule="$2"; shift 2
   "$PY" -m alphaedit_core.compare run --model "$model" --rule "$rule" "$@"
