@@ -226,6 +226,8 @@ def test_landing_page_leads_with_the_verdicts(built_book):
     for verdict in ("reproduced", "partly reproduced", "not reproduced", "not testable here", "not tested yet"):
         assert f"<em>{verdict}</em>" in table  # the fixture's verdicts, read from ledger.csv, and the vocabulary
     assert 'class="reference download' in table  # ledger.csv, downloadable
+    counts = re.sub(r"<[^>]+>", "", table)  # the counts sentence: C1-C13 as practitioners', N1 as later work's
+    assert "Of the 13 practitioner claims" in counts and "; from later work, N1 " in counts
 
 
 def test_presentation_changes_metadata_only():

@@ -405,13 +405,20 @@ def block_verdict_counts(ctx: Ctx) -> str:
     if lg is None:
         return missing(f"no {ctx.model_rel}/{LEDGER}/ledger.csv: run the claims_ledger notebook") + "\n"
     lg = lg[lg["first"] & ~lg["id"].isin(paper_ids(ctx))]
-    counts = lg["verdict"].value_counts()
-    n = len(lg)
-    order = [v for v, _ in VOCABULARY] + sorted(set(counts.index) - {v for v, _ in VOCABULARY})
-    words = ", ".join(f"**{counts[v]}** {esc(v)}" for v in order if v in counts)
+
+    def words(rows) -> str:
+        counts = rows["verdict"].value_counts()
+        order = [v for v, _ in VOCABULARY] + sorted(set(counts.index) - {v for v, _ in VOCABULARY})
+        return ", ".join(f"**{counts[v]}** {esc(v)}" for v in order if v in counts)
+
+    practitioners = lg[lg["id"].str.startswith("C")]  # C1-C13; the rest (N1) comes from later work
+    later = lg[~lg["id"].str.startswith("C")]
     models = sorted({m for m in lg["model"] if m})
-    return (f"Of the {n} practitioner claims, {words} (read from "
-            f"{ctx.download(f'{LEDGER}/ledger.csv', 'ledger.csv')}; models: {esc(', '.join(models)) or 'none'}).\n")
+    return (f"Of the {len(practitioners)} practitioner claims, {words(practitioners)}"
+            + ("; from later work, " + ", ".join(f"{esc(i)} *{esc(v)}*" for i, v in zip(later["id"], later["verdict"]))
+               if len(later) else "")
+            + f" (read from {ctx.download(f'{LEDGER}/ledger.csv', 'ledger.csv')}; models: "
+            f"{esc(', '.join(models)) or 'none'}).\n")
 
 
 def block_verdicts(ctx: Ctx) -> str:
