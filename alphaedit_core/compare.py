@@ -214,6 +214,16 @@ def projection_hours(model: str) -> float:
     return math.nan if spec is None else (40 * spec["s_per_edit"] + 60_000 / spec["tok_s"]) / 3600
 
 
+def run_hours(results_root: str | Path, model: str, rule: str) -> float:
+    """The estimated hours of the command that produces (model, rule): `estimate_hours` of its plan, or only
+    projection_check's when another chapter edits its stream (`SHARED_STREAMS`)."""
+    if shared_stream(results_root, model, rule):
+        return projection_hours(model)
+    p = plan(model, rule, results_root)
+    methods = len(p["edit_count"].get("methods", ["alphaedit", "memit"]))
+    return estimate_hours(model, p["edits"], methods, first=rule == "official")["total"]
+
+
 def command(model: str, rule: str, jobs: int = 2, hparams: str = "") -> str:
     """The shell command (from the repository root) that produces or resumes one (model, rule) run."""
     j = f" --jobs {jobs}" if rule == "official" and jobs > 1 else ""
@@ -792,14 +802,11 @@ def status_table(results_root: str | Path, models: Iterable[str] = tuple(MODELS)
         for rule in RULES:
             run = read_run(results_root, model, rule)
             p = plan(model, rule, results_root)
-            methods = len(p["edit_count"].get("methods", ["alphaedit", "memit"]))
-            est = estimate_hours(model, p["edits"], methods, first=rule == "official")
             shared = shared_stream(results_root, model, rule)
-            if shared:  # only projection_check is left to run
-                est["total"] = projection_hours(model)
             rows.append(dict(model=model, rule=rule, status=run.status,
                              reached=max((max(v) for v in run.reached.values() if v), default=0), target=p["edits"],
-                             estimate_hours=round(est["total"], 1), command=command(model, rule),
+                             estimate_hours=round(run_hours(results_root, model, rule), 1),
+                             command=command(model, rule),
                              shared=f"{shared['chapter']} chapter's {shared['stream']} stream" if shared else ""))
     return rows
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 
 from .checkpoint import CheckpointBusy, WriterLock, request_sha256
-from .paths import cache_dir
+from .paths import cache_dir, write_whole
 from .requests import EditRequest
 
 
@@ -60,9 +59,7 @@ def cached_baseline(lm, tok, records: list[dict], fingerprint: str, requests: Se
     if path.exists():
         return json.loads(path.read_text())
     baseline = compute_baseline(lm, tok, records, progress=progress)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(baseline))
-    tmp.replace(path)
+    write_whole(path, lambda tmp: tmp.write_text(json.dumps(baseline)))  # several processes may race
     return baseline
 
 
@@ -126,9 +123,7 @@ def cached_tables(folder: str | Path, names: Sequence[str], compute: Callable[[]
         if len(frames) != len(paths):
             raise ValueError(f"cached_tables: compute returned {len(frames)} tables for {list(names)}")
         for path, frame in zip(paths, frames):
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            frame.to_csv(tmp, index=False)
-            tmp.replace(path)
+            write_whole(path, lambda tmp, frame=frame: frame.to_csv(tmp, index=False))
         return frames
     finally:
         lock.release()

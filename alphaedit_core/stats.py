@@ -14,7 +14,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -24,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .arch import ModelAdapter, capture_inputs, run_until
-from .paths import cache_dir
+from .paths import cache_dir, write_whole
 from .prompts import pad_right
 
 
@@ -247,10 +246,8 @@ def save_stats(key: StatsKey, root: Path, cov: torch.Tensor, counted: int) -> Pa
     path = key.path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {k: str(v) for k, v in asdict(key).items()} | {"tokens_counted": str(counted)}
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # unique: another process may be writing the same key
-    save_file({"cov": cov.contiguous()}, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
+    # another process may be writing the same key
+    return write_whole(path, lambda tmp: save_file({"cov": cov.contiguous()}, str(tmp), metadata=meta))
 
 
 def load_stats(key: StatsKey, root: Path, path: Path | None = None) -> torch.Tensor | None:

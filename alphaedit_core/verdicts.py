@@ -456,7 +456,8 @@ def calibrated_preservation(vs_memit: Mapping[str, Paired], vs_plain: Mapping[st
                 + f". Calibrated − plain AlphaEdit: {_fmt('efficacy', cost)} ({direction(cost)}).")
 
 
-STABILITY_ABLATIONS = {"no-cache": "the accumulated constraint cache_c", "p-identity": "the projection P"}
+STABILITY_ABLATIONS = {"no-cache": ("cache_c", "the accumulated constraint cache_c"),  # ablation -> part removed
+                       "p-identity": ("P", "the projection P")}
 STABILITY_ANSWERS = ("cache_c and P", "cache_c, not P", "P, not cache_c", "neither alone",
                      *(f"{a} {v}; {b} not tested yet" for a, b in (("cache_c", "P"), ("P", "cache_c"))
                        for v in ("is needed", "is not needed")), "not testable here")
@@ -478,7 +479,7 @@ def stability_source(vs_plain: Mapping[str, Mapping[str, Paired]], reached: Mapp
     counted, parts = {}, []
     first = ("efficacy", "rewrite_acc", "specificity", "locality")
     shown = lambda k: (first.index(k) if k in first else len(first), k)  # noqa: E731 - edit measures first
-    for name, what in STABILITY_ABLATIONS.items():
+    for name, (_, what) in STABILITY_ABLATIONS.items():
         rows = vs_plain.get(name) or {}
         at, goal = reached.get(name, 0), planned.get(name, 0)
         if not rows or not goal or at < goal:
@@ -491,16 +492,16 @@ def stability_source(vs_plain: Mapping[str, Mapping[str, Paired]], reached: Mapp
         parts.append(f"{name} ({what} removed) − plain AlphaEdit after {at} edits, paired 95% intervals: "
                      + "; ".join(_fmt(k, rows[k]) + f" ({direction(rows[k])})" for k in sorted(rows, key=shown))
                      + f" → {'needed' if counted[name] else 'not needed'}")
-    short = {"no-cache": "cache_c", "p-identity": "P"}
+    part = {name: short for name, (short, _) in STABILITY_ABLATIONS.items()}
+    needed = [part[n] for n, v in counted.items() if v]
+    spared = [part[n] for n, v in counted.items() if not v]
+    untested = [part[n] for n in part if n not in counted]
     if not counted:
         answer = "not testable here"
-    elif len(counted) == 2:
-        needed = [short[n] for n, v in counted.items() if v]
-        answer = (" and ".join(needed) if len(needed) == 2 else
-                  f"{needed[0]}, not {({'cache_c', 'P'} - set(needed)).pop()}" if needed else "neither alone")
+    elif untested:
+        answer = f"{(needed or spared)[0]} {'is needed' if needed else 'is not needed'}; {untested[0]} not tested yet"
     else:
-        (name, need), = counted.items()
-        other = short[({*STABILITY_ABLATIONS} - {name}).pop()]
-        answer = f"{short[name]} {'is needed' if need else 'is not needed'}; {other} not tested yet"
+        answer = (" and ".join(needed) if not spared else f"{needed[0]}, not {spared[0]}" if needed
+                  else "neither alone")
     assert answer in STABILITY_ANSWERS, answer
     return dict(question=question, answer=answer, evidence="; ".join(parts) + ".", answers=list(STABILITY_ANSWERS))

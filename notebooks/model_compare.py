@@ -113,13 +113,11 @@ for m in models:
     for r in rules:
         p = compare.plan(m, r, root)
         n_methods = len(p["edit_count"].get("methods", ["alphaedit", "memit"]))
-        est = compare.estimate_hours(m, p["edits"], n_methods, first=r == "official")
+        hours = compare.run_hours(root, m, r)  # only projection_check's where another chapter edits the stream
         shared = compare.shared_stream(root, m, r)
-        if shared:  # the command only adds projection_check
-            est["total"] = compare.projection_hours(m)
         plans.append(dict(model=m, rule=r, status=runs[(m, r)].status, edits=p["edits"],
                           stream=p["edit_count"]["n_edits"], methods=n_methods,
-                          estimate_hours=round(est["total"], 1) if not math.isnan(est["total"]) else None,
+                          estimate_hours=round(hours, 1) if not math.isnan(hours) else None,
                           P_rule=p["rule_source"], command=compare.command(m, r),
                           edited_by=f"notebooks/{shared['chapter']} ({shared['stream']!r} stream)" if shared
                           else "this command"))

@@ -411,8 +411,8 @@ def block_verdict_counts(ctx: Ctx) -> str:
         order = [v for v, _ in VOCABULARY] + sorted(set(counts.index) - {v for v, _ in VOCABULARY})
         return ", ".join(f"**{counts[v]}** {esc(v)}" for v in order if v in counts)
 
-    practitioners = lg[lg["id"].str.startswith("C")]  # C1-C13; the rest (N1) comes from later work
-    later = lg[~lg["id"].str.startswith("C")]
+    ours = lg["id"].str.startswith("C")  # the practitioners' C1-C13; the rest (N1) comes from later work
+    practitioners, later = lg[ours], lg[~ours]
     models = sorted({m for m in lg["model"] if m})
     return (f"Of the {len(practitioners)} practitioner claims, {words(practitioners)}"
             + ("; from later work, " + ", ".join(f"{esc(i)} *{esc(v)}*" for i, v in zip(later["id"], later["verdict"]))
