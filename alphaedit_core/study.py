@@ -44,7 +44,9 @@ PROFILES: dict[str, dict[str, dict]] = {
 
 
 def sync_pair(name: str, notebooks: Path) -> Path:
-    """Write `<name>.ipynb` from `<name>.py` (jupytext percent) and return its path."""
+    """Write `<name>.ipynb` from `<name>.py` (jupytext percent) and return its path. An unchanged pair keeps its
+    file; a changed one keeps the ids of its cells that are still there (`carry_cell_ids`), so that the diff of an
+    edit shows the edit."""
     import jupytext
 
     nb = jupytext.read(notebooks / f"{name}.py")
@@ -53,9 +55,35 @@ def sync_pair(name: str, notebooks: Path) -> Path:
     def cells(notebook) -> list:
         return [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in notebook.cells]
 
-    if not path.exists() or cells(jupytext.read(path)) != cells(nb):  # unchanged: keep the file (and cell ids)
+    old = jupytext.read(path) if path.exists() else None
+    if old is None or cells(old) != cells(nb):
+        if old is not None:
+            carry_cell_ids(old.cells, nb.cells)
         jupytext.write(nb, path)
     return path
+
+
+def carry_cell_ids(old: list, new: list) -> None:
+    """Give the cells of `new` the ids of their counterparts in `old` (in place): cells equal in type and source,
+    matched in order (difflib); within a run of changed cells, cells of the same type matched in order (an edited
+    cell keeps its id). Inserted cells keep their fresh ids; no old id is given twice."""
+    import difflib
+
+    def matches(a: list, b: list):
+        return difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes()
+
+    for tag, i1, i2, j1, j2 in matches([(c.cell_type, c.source) for c in old], [(c.cell_type, c.source) for c in new]):
+        if tag == "equal":
+            pairs = zip(range(i1, i2), range(j1, j2))
+        elif tag == "replace":  # the changed run: pair its cells by type, in order
+            pairs = [(i1 + a, j1 + b) for t, a1, a2, b1, b2 in matches([c.cell_type for c in old[i1:i2]],
+                                                                        [c.cell_type for c in new[j1:j2]])
+                     if t == "equal" for a, b in zip(range(a1, a2), range(b1, b2))]
+        else:
+            continue
+        for i, j in pairs:
+            if "id" in old[i]:
+                new[j]["id"] = old[i]["id"]
 
 
 def write_provenance(out_dir: Path, name: str, parameters: dict, started: float, status: str,

@@ -17,9 +17,10 @@
 # # Why the long stream collapses, and what stops it
 #
 # **C7** (the why) The edit-count chapter shows AlphaEdit's accuracy falling past 1,000 edits and collapsing around
-# 2,000. Two things went with it: at the last edited layer the edited weights moved by ‖W − W⁰‖/‖W⁰‖ = 1.71 (MEMIT
-# 0.83) and the condition number of the solved system grew from 181 to 8,924. Does the collapse track that growth,
-# and does bounding the norm postpone it?
+# 2,000. Two things grew with it, batch after batch: how far the edited weights have moved from the original ones
+# at the last edited layer (‖W − W⁰‖/‖W⁰‖, about twice MEMIT's by the end of the stream) and the condition number of
+# the solved system (by more than an order of magnitude); the mechanism section below gives both at every milestone.
+# Does the collapse track that growth, and does bounding the norm postpone it?
 #
 # **N1 Norm growth drives the collapse.** In sequential locate-then-edit methods (MEMIT, AlphaEdit) the edited
 # matrices' norm grows with the number of edits, and that growth, not the number of edits as such, brings the

@@ -35,3 +35,55 @@ def test_a_labelled_run_writes_its_executed_notebook_beside_its_tables_and_leave
     (name, params, out), = ran  # no ledger run under the side model's folder
     assert name == "operating_points" and params["label"] == "qwen2.5-coder-0.5b-instruct-c3"
     assert out == tmp_path / "qwen2.5-coder-0.5b-instruct-c3" / "operating_points"
+
+
+PAIR = """# %% [markdown]
+# # Title
+
+# %%
+x = 1
+
+# %% [markdown]
+# Some text.
+
+# %%
+print(x)
+"""
+
+
+def _ids(path):
+    import json
+
+    return [(c["cell_type"], c["id"]) for c in json.loads(path.read_text())["cells"]]
+
+
+def test_sync_pair_keeps_the_ids_of_cells_an_edit_leaves_or_only_edits(tmp_path):
+    (tmp_path / "nb.py").write_text(PAIR)
+    before = _ids(study.sync_pair("nb", tmp_path))
+    assert len({i for _, i in before}) == 4
+
+    # an edited markdown cell keeps its id, and so does every other cell
+    (tmp_path / "nb.py").write_text(PAIR.replace("Some text.", "Other text."))
+    assert _ids(study.sync_pair("nb", tmp_path)) == before
+
+    # a cell inserted before the last, and the markdown cell edited back: the four old cells keep their ids, the
+    # new one gets a fresh one
+    (tmp_path / "nb.py").write_text(PAIR.replace("# %%\nprint(x)", "# %%\ny = 2\n\n# %%\nprint(x)"))
+    after = _ids(study.sync_pair("nb", tmp_path))
+    assert len(after) == 5 and after[:3] == before[:3] and after[4] == before[3]
+    assert after[3][1] not in {i for _, i in before}
+
+    # a removed cell (from the original pair): the rest keep theirs
+    (tmp_path / "nb.py").write_text(PAIR)
+    study.sync_pair("nb", tmp_path)
+    (tmp_path / "nb.py").write_text(PAIR.replace("# %% [markdown]\n# Some text.\n\n", ""))
+    removed = _ids(study.sync_pair("nb", tmp_path))
+    assert removed == [before[0], before[1], before[3]]
+
+
+def test_sync_pair_leaves_an_unchanged_pair_alone(tmp_path):
+    (tmp_path / "nb.py").write_text(PAIR)
+    path = study.sync_pair("nb", tmp_path)
+    text = path.read_text()
+    path.write_text(text.replace('"nbformat_minor"', '"nbformat_minor"'))  # same content, new mtime
+    assert study.sync_pair("nb", tmp_path).read_text() == text
