@@ -214,14 +214,13 @@ def projection_hours(model: str) -> float:
     return math.nan if spec is None else (40 * spec["s_per_edit"] + 60_000 / spec["tok_s"]) / 3600
 
 
-def run_hours(results_root: str | Path, model: str, rule: str) -> float:
-    """The estimated hours of the command that produces (model, rule): `estimate_hours` of its plan, or only
-    projection_check's when another chapter edits its stream (`SHARED_STREAMS`)."""
-    if shared_stream(results_root, model, rule):
+def run_hours(model: str, rule: str, run_plan: dict[str, Any], shared: dict[str, Any] | None) -> float:
+    """The estimated hours of the command that produces (model, rule), from its `plan` and its `shared_stream`:
+    `estimate_hours` of the plan, or only projection_check's when another chapter edits its stream (`shared`)."""
+    if shared:
         return projection_hours(model)
-    p = plan(model, rule, results_root)
-    methods = len(p["edit_count"].get("methods", ["alphaedit", "memit"]))
-    return estimate_hours(model, p["edits"], methods, first=rule == "official")["total"]
+    methods = len(run_plan["edit_count"].get("methods", ["alphaedit", "memit"]))
+    return estimate_hours(model, run_plan["edits"], methods, first=rule == "official")["total"]
 
 
 def command(model: str, rule: str, jobs: int = 2, hparams: str = "") -> str:
@@ -805,7 +804,7 @@ def status_table(results_root: str | Path, models: Iterable[str] = tuple(MODELS)
             shared = shared_stream(results_root, model, rule)
             rows.append(dict(model=model, rule=rule, status=run.status,
                              reached=max((max(v) for v in run.reached.values() if v), default=0), target=p["edits"],
-                             estimate_hours=round(run_hours(results_root, model, rule), 1),
+                             estimate_hours=round(run_hours(model, rule, p, shared), 1),
                              command=command(model, rule),
                              shared=f"{shared['chapter']} chapter's {shared['stream']} stream" if shared else ""))
     return rows

@@ -113,8 +113,8 @@ for m in models:
     for r in rules:
         p = compare.plan(m, r, root)
         n_methods = len(p["edit_count"].get("methods", ["alphaedit", "memit"]))
-        hours = compare.run_hours(root, m, r)  # only projection_check's where another chapter edits the stream
         shared = compare.shared_stream(root, m, r)
+        hours = compare.run_hours(m, r, p, shared)  # only projection_check's where another chapter edits the stream
         plans.append(dict(model=m, rule=r, status=runs[(m, r)].status, edits=p["edits"],
                           stream=p["edit_count"]["n_edits"], methods=n_methods,
                           estimate_hours=round(hours, 1) if not math.isnan(hours) else None,
