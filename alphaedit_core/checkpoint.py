@@ -6,6 +6,7 @@ Layout of a checkpoint folder:
     <checkpoint>/v-000012/state.json          metadata: identity of the run + a sha256 of every tensor
     <checkpoint>/v-000012/state.safetensors   edited weights and cache_c
     <checkpoint>/snapshots/edits-000500.*     milestone snapshots (see `write_snapshot`)
+    <checkpoint>/targets/b000012-*.safetensors the targets of the batch being edited, chunk by chunk (`TargetJournal`)
 
 `write_version` writes a new version folder under a temporary name, fsyncs its files, renames it, then swaps
 `LATEST` with `os.replace` (atomic) and only then removes older versions. Killed at any point, the folder holds
@@ -17,6 +18,10 @@ as a run may write; a second writer is refused with `CheckpointBusy`, naming the
 when its process dies, so a killed run leaves no stale lock. Readers (`exists`, `read_version`) take no lock and
 change nothing: they read the version `LATEST` names (or, when a kill left no `LATEST`, the newest complete one),
 so a chapter can be rendered from a stream that is still writing.
+
+A run killed in the middle of a batch loses that batch's work, and most of it is the target optimisation (a batch
+of 100 takes half an hour to two hours on two cores for the larger offline models): `TargetJournal` keeps each
+finished chunk of targets, so the resumed batch optimises only the chunks it had not finished, with the same bits.
 
 `verify_identity` compares a checkpoint's recorded identity with the resuming run's, field by field, and raises
 `CheckpointMismatch` naming the field and both values.
@@ -77,6 +82,11 @@ def request_sha256(request: Any) -> str:
     fields = [request.prompt, request.subject, request.target_new, request.target_true,
               None if request.case_id is None else str(request.case_id)]
     return hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode()).hexdigest()
+
+
+def digest_json(obj: Any) -> str:
+    """sha256 of a JSON-serialisable value (keys sorted)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
 
 
 def statistics_sha256(tensors: Iterable[torch.Tensor]) -> str:
@@ -345,10 +355,19 @@ def snapshot_path(root: str | Path, edits: int) -> Path:
 def write_snapshot(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
     """One safetensors file (tensors + JSON metadata under the key "meta", a sha256 per tensor), written to a
     temporary name, fsynced and renamed: a kill leaves the old file or the new one."""
+    return _write_file(path, tensors, meta, ".snapshot")
+
+
+def read_snapshot(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Metadata and tensors of a snapshot, checked against the recorded sha256s."""
+    return _read_file(path, "snapshot")
+
+
+def _write_file(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any], kind: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    full = {"format": FORMAT + ".snapshot", "version": VERSION, **meta,
+    full = {"format": FORMAT + kind, "version": VERSION, **meta,
             "checksums": {k: tensor_sha256(v) for k, v in tensors.items()}}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"meta": json.dumps(full)})
@@ -358,8 +377,7 @@ def write_snapshot(path: str | Path, tensors: dict[str, torch.Tensor], meta: dic
     return path
 
 
-def read_snapshot(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Metadata and tensors of a snapshot, checked against the recorded sha256s."""
+def _read_file(path: str | Path, what: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     from safetensors import safe_open
 
     path = Path(path)
@@ -368,8 +386,63 @@ def read_snapshot(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Ten
             meta = json.loads((f.metadata() or {})["meta"])
         tensors = load_file(str(path))
     except Exception as e:
-        raise CheckpointError(f"snapshot {path} cannot be read: {e}") from e
+        raise CheckpointError(f"{what} {path} cannot be read: {e}") from e
     for k, t in tensors.items():
         if tensor_sha256(t) != meta["checksums"].get(k):
-            raise CheckpointError(f"snapshot {path}: tensor {k!r} does not match its recorded sha256")
+            raise CheckpointError(f"{what} {path}: tensor {k!r} does not match its recorded sha256")
     return meta, tensors
+
+
+# ------------------------------------------------------------------------------------------------ target journal
+class TargetJournal:
+    """The targets of one batch, kept chunk by chunk under `<checkpoint>/targets/` while the batch is edited, so that
+    a run killed in the middle of the batch optimises only the chunks it had not finished when it resumes.
+
+    `batch`: batches done before this one; `state`: a digest of what the targets depend on besides their requests
+    (the run's identity and the requests already edited, see `Editor.journal_state`). An entry is read back only for
+    the same batch, state and requests in the same order, and only if its checksums hold: anything else (another
+    run's entry, a torn file) is ignored and the chunk is optimised again. `prune` removes the entries of other
+    batches (the run calls it when the batch's checkpoint is written, and before it resumes)."""
+
+    FOLDER = "targets"
+
+    def __init__(self, root: str | Path, batch: int, state: str):
+        self.folder = Path(root) / self.FOLDER
+        self.batch, self.state = batch, state
+
+    def path(self, hashes: Sequence[str]) -> Path:
+        key = hashlib.sha256("\n".join(hashes).encode()).hexdigest()[:24]
+        return self.folder / f"b{self.batch:06d}-{key}.safetensors"
+
+    def load(self, requests: Sequence[Any]) -> tuple[dict[str, torch.Tensor], float] | None:
+        """The tensors saved for this chunk of `requests` and the seconds they took, or None."""
+        hashes = [request_sha256(r) for r in requests]
+        path = self.path(hashes)
+        if not path.exists():
+            return None
+        try:
+            meta, tensors = _read_file(path, "target journal entry")
+        except CheckpointError:
+            return None
+        if (meta.get("batch"), meta.get("state"), meta.get("requests")) != (self.batch, self.state, hashes):
+            return None
+        return tensors, float(meta.get("seconds", 0.0))
+
+    def save(self, requests: Sequence[Any], tensors: dict[str, torch.Tensor], seconds: float) -> Path:
+        """Keep one finished chunk (written whole: a kill leaves no entry or the complete one)."""
+        hashes = [request_sha256(r) for r in requests]
+        meta = {"batch": self.batch, "state": self.state, "requests": hashes, "seconds": seconds}
+        return _write_file(self.path(hashes), tensors, meta, ".targets")
+
+    def prune(self, keep_own: bool = True) -> None:
+        """Remove the entries of other batches and leftover temporary files; with `keep_own=False` the whole
+        journal (this batch's checkpoint is written: nothing in it is needed any more)."""
+        if not self.folder.is_dir():
+            return
+        if not keep_own:
+            shutil.rmtree(self.folder)
+            return
+        own = f"b{self.batch:06d}-"
+        for p in self.folder.iterdir():
+            if not (p.name.startswith(own) and p.name.endswith(".safetensors")):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()

@@ -154,20 +154,25 @@ class Editor:
         return cls(model, tok, hparams, method=method, projectors=projectors, covs=covs, **kwargs)
 
     # --------------------------------------------------------------------------------------------- editing
-    def edit_batch(self, requests: list[EditRequest]) -> BatchReport:
-        """Apply one batch of edits."""
+    def edit_batch(self, requests: list[EditRequest], journal: ckpt.TargetJournal | None = None) -> BatchReport:
+        """Apply one batch of edits. With a `journal` (`run` gives one with a checkpoint) the targets' finished
+        chunks are kept in it and read back from it (see `compute_targets`); its seconds count in the report."""
         if not requests:
             raise ValueError("empty batch of requests")
         check_batch(requests)
         hp, a = self.hp, self.adapter
         layers, L = hp.layers, hp.layers[-1]
         t0 = time.perf_counter()
-        find = compute_targets if self.fast_targets else compute_targets_reference
-        tr = find(self.model, self.tok, a, requests, self.templates, hp, progress=self.progress)
+        if self.fast_targets:
+            tr = compute_targets(self.model, self.tok, a, requests, self.templates, hp, progress=self.progress,
+                                 journal=journal)
+        else:
+            tr = compute_targets_reference(self.model, self.tok, a, requests, self.templates, hp,
+                                           progress=self.progress)
         z, skipped = self._anchor(requests, tr.z, tr.h0)
         t1 = time.perf_counter()
         t_keys = t_solve = 0.0
-        report = BatchReport(self.batches_done, len(requests), 0, t1 - t0, 0.0, 0.0,
+        report = BatchReport(self.batches_done, len(requests), 0, t1 - t0 + tr.seconds_journal, 0.0, 0.0,
                              float(tr.steps.float().mean()), float(tr.loss.mean()))
         report.target_shift_mean = float((z - tr.h0).norm(dim=-1).mean())
         report.anchor_skipped = int(skipped.sum())
@@ -262,15 +267,18 @@ class Editor:
                 raise ckpt.CheckpointBusy(f"checkpoint {checkpoint} was written by another run after this one "
                                           f"read it ({loaded} then, {now} now)")
             ckpt.recover(checkpoint)  # what a killed writer left behind
+            self._journal(checkpoint).prune()  # keeps only the targets of the batch to be edited now
         bar = tqdm(total=len(batches), initial=self.batches_done, desc=f"{self.method} batches", disable=not self.progress)
         try:
             while more():
                 batch = batches[self.batches_done]
-                report = self.edit_batch(batch)
+                journal = self._journal(checkpoint) if checkpoint is not None else None
+                report = self.edit_batch(batch, journal)
                 if on_batch is not None:  # before the checkpoint: an interrupted callback is redone on resume
-                    on_batch(self, batch, report)
+                    on_batch(self, batch, report)  # (with the batch's targets read back from the journal)
                 if checkpoint is not None:
                     self.save(checkpoint)
+                    journal.prune(keep_own=False)
                 bar.update(1)
         finally:
             bar.close()
@@ -293,6 +301,12 @@ class Editor:
     def weight_deltas(self) -> dict[int, torch.Tensor]:
         """W_l − W_l⁰ for each edited layer: {layer: [d_model, d_ff]}."""
         return {l: self.adapter.weight_view(l).detach() - w for l, w in self.original.items()}
+
+    def _journal(self, checkpoint: str | Path) -> ckpt.TargetJournal:
+        """The target journal of the next batch: bound to the run's identity and the requests edited so far, which
+        fix the edited weights the targets are optimised on."""
+        state = ckpt.digest_json({**self.identity(), "edited": self.request_hashes, "batch_size": self.batch_size})
+        return ckpt.TargetJournal(checkpoint, self.batches_done, state)
 
     def identity(self) -> dict[str, Any]:
         """What a checkpoint of this run must match to be resumed by it."""

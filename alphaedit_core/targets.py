@@ -45,7 +45,9 @@ Two implementations with the same result:
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -66,6 +68,16 @@ class TargetResult:
     h0: torch.Tensor  # [n, d_model] unedited layer-L output (bare prompt)
     steps: torch.Tensor  # [n] Adam updates taken
     loss: torch.Tensor  # [n] last loss evaluated
+    seconds_journal: float = 0.0  # what the chunks read back from a journal took when they were optimised
+
+
+class ChunkJournal(Protocol):
+    """Where `compute_targets` keeps finished chunks (`checkpoint.TargetJournal`): `load` gives a chunk's tensors
+    (z, h0, steps, loss) and the seconds they took, or None; `save` keeps them."""
+
+    def load(self, requests: Sequence[EditRequest]) -> tuple[dict[str, torch.Tensor], float] | None: ...
+
+    def save(self, requests: Sequence[EditRequest], tensors: dict[str, torch.Tensor], seconds: float) -> Any: ...
 
 
 def _most_probable(hp: EditHParams) -> bool:
@@ -455,12 +467,15 @@ def _capture_call(store: dict, layer: int, prefix: _FrozenPrefix):
 def compute_targets(
     model, tok, adapter: ModelAdapter, requests: list[EditRequest], templates: list[str], hp: EditHParams,
     progress: bool = False, rebuild_below: float = 0.5, grouping: str = "width", fused_head: bool = False,
+    journal: ChunkJournal | None = None,
 ) -> TargetResult:
     """All requests, `hp.targets_chunk` at a time, with the caching described in the module docstring.
     A chunk is rebuilt for its still-active requests when fewer than `rebuild_below` of its requests are active.
     `grouping` and `fused_head` choose the layout of the replayed rows and the loss head (see `_Chunk`,
     `_head_losses`); every choice gives the same z to float rounding, the defaults are the fastest measured.
-    z and h0 are on layer L's device (`ModelAdapter.layer_device`)."""
+    With a `journal`, a chunk it holds is read back instead of optimised, and every chunk optimised is saved to it
+    (chunks do not depend on each other, so a resumed batch gets the same bits). z and h0 are on layer L's device
+    (`ModelAdapter.layer_device`)."""
     device = adapter.layer_device(hp.layers[-1])
     n = len(requests)
     zs = torch.zeros(n, adapter.d_model, device=device)
@@ -469,14 +484,26 @@ def compute_targets(
     last = torch.zeros(n)
     bar = tqdm(total=n, desc="targets", unit="req", disable=not progress)
     order = sorted(range(n), key=lambda i: _suffix_length(tok, requests[i]))  # little padding within a chunk
+    reused = 0.0
     for start in range(0, n, hp.targets_chunk):
         ids = order[start : start + hp.targets_chunk]
-        res = _optimise(model, tok, adapter, [requests[i] for i in ids], templates, hp, rebuild_below,
-                        dict(grouping=grouping, fused_head=fused_head))
+        chunk = [requests[i] for i in ids]
+        kept = journal.load(chunk) if journal is not None else None
+        if kept is not None:
+            t, seconds = kept
+            reused += seconds
+            res = TargetResult(t["z"].to(device), t["h0"].to(device), t["steps"], t["loss"])
+        else:
+            t0 = time.perf_counter()
+            res = _optimise(model, tok, adapter, chunk, templates, hp, rebuild_below,
+                            dict(grouping=grouping, fused_head=fused_head))
+            if journal is not None:
+                journal.save(chunk, dict(z=res.z, h0=res.h0, steps=res.steps, loss=res.loss),
+                             time.perf_counter() - t0)
         zs[ids], h0s[ids], steps[ids], last[ids] = res.z, res.h0, res.steps, res.loss
         bar.update(len(ids))
     bar.close()
-    return TargetResult(zs, h0s, steps, last)
+    return TargetResult(zs, h0s, steps, last, reused)
 
 
 def _suffix_length(tok, request: EditRequest) -> int:

@@ -3,9 +3,10 @@
     python tests/stream_job.py CASES_JSON    # a 'zygote': imports once, forks one child per case, reports exits
 
 Each case is {"dir": checkpoint folder, "save": k, "step": name} (kill the child with SIGKILL when the k-th save
-reaches that step of `checkpoint.write_version`) or {"dir": ..., "batch": b} (kill it in the middle of batch b,
-after the first edited layer's weights changed in memory). The zygote runs single-threaded and never runs a
-parallel region before forking, so the children are safe to fork.
+reaches that step of `checkpoint.write_version`), {"dir": ..., "batch": b} (kill it in the middle of batch b,
+after the first edited layer's weights changed in memory) or {"dir": ..., "chunk": k} (kill it right after the k-th
+chunk of targets was saved to the target journal); "hp" (optional) changes the editor's hparams. The zygote runs
+single-threaded and never runs a parallel region before forking, so the children are safe to fork.
 """
 from __future__ import annotations
 
@@ -55,8 +56,20 @@ def _kill() -> None:
 
 
 def _child(case: dict) -> None:
-    editor = build_editor()
-    if "step" in case:
+    editor = build_editor(**case.get("hp", {}))
+    if "chunk" in case:
+        saves = {"n": 0}
+        original_save = ckpt.TargetJournal.save
+
+        def save_then_kill(self, *args, **kwargs):
+            path = original_save(self, *args, **kwargs)
+            saves["n"] += 1
+            if saves["n"] == case["chunk"]:
+                _kill()
+            return path
+
+        ckpt.TargetJournal.save = save_then_kill
+    elif "step" in case:
         saves = {"n": 0}
         original_write = ckpt.write_version
 

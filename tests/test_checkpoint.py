@@ -25,6 +25,14 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def run_job(cases: list[dict]) -> subprocess.CompletedProcess:
+    """Run stream_job.py's zygote on `cases`, single-threaded, importing this tree's alphaedit_core."""
+    job = Path(__file__).parent / "stream_job.py"
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, str(job), json.dumps(cases)], capture_output=True, text=True,
+                          timeout=600, env=env, check=True)
+
+
 @pytest.fixture(scope="module")
 def reference():
     """Weights and cache_c of the uninterrupted stream (single-threaded)."""
@@ -47,9 +55,7 @@ def test_kill_at_every_step_of_save_and_mid_batch_resumes_bit_identical(tmp_path
     cases = [{"dir": str(tmp_path / f"save{k}-{step}"), "save": k, "step": step}
              for k in (1, 2) for step in ckpt.SAVE_STEPS]
     cases += [{"dir": str(tmp_path / f"batch{b}"), "batch": b} for b in (1, 2)]
-    job = Path(__file__).parent / "stream_job.py"
-    out = subprocess.run([sys.executable, str(job), json.dumps(cases)], capture_output=True, text=True, timeout=600,
-                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, check=True)
+    out = run_job(cases)
     results = json.loads(out.stdout.strip().splitlines()[-1])
     assert [r["killed"] for r in results] == [True] * len(cases), results
     for case in cases:
