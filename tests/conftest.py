@@ -4,6 +4,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture
@@ -15,3 +16,13 @@ def tiny_setup(tmp_path, monkeypatch):
     monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path / "cache"))
     folder, _ = notebook_setup(tmp_path)
     return tmp_path, folder
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: the subprocesses the checkpoint tests kill run single-threaded, so the
+    same kernels give the same bits."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

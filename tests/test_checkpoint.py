@@ -17,14 +17,6 @@ from alphaedit_core.projection import projector_from_cov
 from alphaedit_core.requests import EditRequest
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the killed children run single-threaded: same kernels, same bits
-    yield
-    torch.set_num_threads(before)
-
-
 def run_job(cases: list[dict]) -> subprocess.CompletedProcess:
     """Run stream_job.py's zygote on `cases`, single-threaded, importing this tree's alphaedit_core."""
     job = Path(__file__).parent / "stream_job.py"

@@ -16,14 +16,6 @@ ONE_PER_CHUNK = {"targets_chunk": 1}  # two chunks per batch of two
 
 
 @pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the killed child runs single-threaded: same kernels, same bits
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
 def count_optimised(monkeypatch):
     """The requests `compute_targets` optimises (not read back from a journal), by case id."""
     seen: list[int] = []
