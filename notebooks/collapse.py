@@ -24,8 +24,8 @@
 #
 # **N1 Norm growth drives the collapse.** In sequential locate-then-edit methods (MEMIT, AlphaEdit) the edited
 # matrices' norm grows with the number of edits, and that growth, not the number of edits as such, brings the
-# collapse; bounding it (ENCORE's most-probable early stopping and Frobenius-norm constraint, Gupta et al. 2025;
-# Norm-Anchor Scaling of the value vectors, Liu et al. 2026) postpones the collapse by thousands of edits.
+# collapse; bounding it (ENCORE's most-probable early stopping and Frobenius-norm constraint, {cite:p}`gupta2025encore`;
+# Norm-Anchor Scaling of the value vectors, {cite:p}`liu2026nas`) postpones the collapse by thousands of edits.
 #
 # *Quoted from the papers, not measured here:* ENCORE reaches 10,000 sequential edits (Llama3-8B among its models)
 # without losing downstream performance and cuts editing time by 42–61%; Norm-Anchor Scaling extends the usable
