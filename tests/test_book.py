@@ -482,3 +482,24 @@ def test_costs_count_the_collapse_streams_but_not_the_plain_streams_it_reuses(tm
     shown = sr.block_costs(ctx)
     assert "calibrated: editing 30 min in 2 batches (15 min per batch, 10–20)" in shown
     assert "AlphaEdit: editing" not in shown and "MEMIT: editing" not in shown
+
+
+def test_landing_table_names_the_other_runs_of_a_claim(tmp_path):
+    """A claim tested on a second model (C3) or by a second notebook (C5) shows that run's verdict beside the first."""
+    import study_results as sr
+
+    for name in ("claims.csv", "paper_claims.csv"):
+        shutil.copy2(REPO / "book" / name, tmp_path / name)
+    folder = tmp_path / "results" / MODEL / "claims_ledger"
+    folder.mkdir(parents=True)
+    rows = [("C3", "partly reproduced", MODEL, 200, "operating_points"),
+            ("C3", "not reproduced", "other-model", 200, "operating_points"),
+            ("C5", "partly reproduced", MODEL, 200, "operating_points"),
+            ("C5", "reproduced", MODEL, 20, "projection_check")]
+    pd.DataFrame([dict(id=i, title=i, verdict=v, evidence="e", model=m, n_edits=n, notebook=nb, run="full")
+                  for i, v, m, n, nb in rows]).to_csv(folder / "ledger.csv", index=False)
+    block = sr.block_verdicts(sr.Ctx(book=tmp_path, model_rel=f"results/{MODEL}"))  # markdown
+    text = block.replace("\\", "").replace("*", "")
+    assert "Also on other-model, 200 edits: not reproduced" in text
+    assert "Also projection_check on the same model, 20 edits: reproduced" in text
+    assert text.count("Also") == 2

@@ -428,12 +428,17 @@ def block_verdicts(ctx: Ctx) -> str:
         return missing(f"no {ctx.model_rel}/{LEDGER}/ledger.csv") + "\n"
     texts = {r["id"]: r for r in claim_texts(ctx).to_dict("records")}
     rows = []
+    also = lg[~lg["first"] & lg["model"].astype(bool)]  # the same claim tested on another model (e.g. C3)
     for r in lg[lg["first"] & ~lg["id"].isin(paper_ids(ctx))].to_dict("records"):
         t = texts.get(r["id"], {})
         tested = fill(t.get("tested", ""), placeholder_values(ctx, r)) or esc(r.get("evidence", ""))
         run = ""
         if r.get("model"):
             run = f" *Run:* {esc(r['model'])}, {esc(r['n_edits'] or 'no')} edits ({esc(r['run'])})."
+        for o in also[also["id"] == r["id"]].to_dict("records"):
+            what = (f"{esc(o['notebook'])} on the same model" if o["model"] == r.get("model")
+                    else f"on {esc(o['model'])}")
+            run += f" *Also* {what}, {esc(o['n_edits'] or 'no')} edits: *{esc(o['verdict'])}*."
         place = where(ctx, {**t, "notebook": r.get("notebook") or t.get("notebook", "")})
         rows.append([f"**{esc(r['id'])}** {esc(r['title'])}", f"*{esc(r['verdict'])}*",
                      tested + run + (f" See {place}." if place else "")])
