@@ -84,9 +84,9 @@ def request_sha256(request: Any) -> str:
     return hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode()).hexdigest()
 
 
-def digest_json(obj: Any) -> str:
-    """sha256 of a JSON-serialisable value (keys sorted)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+def digest(obj: Any) -> str:
+    """Short sha256 (10 hex digits) of a JSON-able object, keys sorted."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def statistics_sha256(tensors: Iterable[torch.Tensor]) -> str:
@@ -399,7 +399,7 @@ class TargetJournal:
     a run killed in the middle of the batch optimises only the chunks it had not finished when it resumes.
 
     `batch`: batches done before this one; `state`: a digest of what the targets depend on besides their requests
-    (the run's identity and the requests already edited, see `Editor.journal_state`). An entry is read back only for
+    (the run's identity and the requests already edited, see `Editor._journal`). An entry is read back only for
     the same batch, state and requests in the same order, and only if its checksums hold: anything else (another
     run's entry, a torn file) is ignored and the chunk is optimised again. `prune` removes the entries of other
     batches (the run calls it when the batch's checkpoint is written, and before it resumes)."""

@@ -305,7 +305,7 @@ class Editor:
     def _journal(self, checkpoint: str | Path) -> ckpt.TargetJournal:
         """The target journal of the next batch: bound to the run's identity and the requests edited so far, which
         fix the edited weights the targets are optimised on."""
-        state = ckpt.digest_json({**self.identity(), "edited": self.request_hashes, "batch_size": self.batch_size})
+        state = ckpt.digest({**self.identity(), "edited": self.request_hashes, "batch_size": self.batch_size})
         return ckpt.TargetJournal(checkpoint, self.batches_done, state)
 
     def identity(self) -> dict[str, Any]:

@@ -16,14 +16,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 
-from .checkpoint import CheckpointBusy, WriterLock, request_sha256
+from .checkpoint import CheckpointBusy, WriterLock, digest, request_sha256
 from .paths import cache_dir, write_whole
 from .requests import EditRequest
-
-
-def digest(obj: Any) -> str:
-    """Short sha256 (10 hex digits) of a JSON-able object, keys sorted."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def data_digest(requests: Sequence[EditRequest]) -> str:
