@@ -391,6 +391,36 @@ def read_projection(results_root: str | Path, model: str, rule: str) -> dict[str
     return dict(status="complete", table=table, summary=summary, note="")
 
 
+def preset_checks(results_root: str | Path, model: str) -> list[dict[str, Any]]:
+    """C3 as the operating-points chapter measured it on `model` (every results/*/operating_points/ whose provenance
+    names the model, whatever its label): the preset derived by the documented rule − the paper's LLaMA3-8B values
+    applied unchanged, on the same records. One dict per folder with a testable C3: label, edits, verdict, evidence and
+    `diffs` {measure: (diff, ci_low, ci_high)} from its paired_knobs.csv. Context for the chapters (how much of a
+    model's result is its preset's), not an input of their decision rules."""
+    import pandas as pd
+
+    out = []
+    for folder in sorted(Path(results_root).glob("*/operating_points")):
+        if not (folder / "summary.json").is_file() or not (folder / "provenance.json").is_file():
+            continue
+        params = json.loads((folder / "provenance.json").read_text()).get("parameters", {})
+        if params.get("model") != model:
+            continue
+        label = folder.parent.name
+        summary = json.loads((folder / "summary.json").read_text())
+        c3 = summary.get("claims", {}).get("C3", {})
+        if not c3 or c3.get("verdict") == "not testable here":
+            continue
+        diffs = {}
+        if (folder / "paired_knobs.csv").is_file():
+            knobs = pd.read_csv(folder / "paired_knobs.csv")
+            for row in knobs[knobs.comparison.astype(str).str.startswith("C3")].itertuples():
+                diffs[row.measure] = (float(row.diff), float(row.ci_low), float(row.ci_high))
+        out.append(dict(label=label, edits=summary.get("n_edits"), verdict=c3["verdict"],
+                        evidence=c3.get("evidence", ""), diffs=diffs))
+    return out
+
+
 # --- aligning runs ----------------------------------------------------------------------------------------------
 
 def common_milestones(reached: Mapping[Any, Iterable[int]]) -> list[int]:

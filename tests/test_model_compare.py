@@ -191,6 +191,30 @@ def test_calibrated_rule_is_read_from_the_model_then_the_default_model_then_the_
         parse_calibrated(dict(threshold=0.02))
 
 
+def _operating_points(root, label, model, c3, rows):
+    folder = root / label / "operating_points"
+    folder.mkdir(parents=True)
+    (folder / "provenance.json").write_text(json.dumps(dict(notebook="operating_points",
+                                                            parameters=dict(model=model, label=label))))
+    (folder / "summary.json").write_text(json.dumps(dict(model=label, n_edits=200, claims=dict(C3=c3))))
+    pd.DataFrame(rows).to_csv(folder / "paired_knobs.csv", index=False)
+
+
+def test_preset_checks_are_found_by_the_model_their_run_names_not_by_the_folder(tmp_path):
+    c3 = dict(verdict="not reproduced", evidence="derived worse")
+    rows = [dict(comparison="C3: default − migrated", measure="efficacy", diff=-0.05, ci_low=-0.085, ci_high=-0.02),
+            dict(comparison="C4: clamp", measure="efficacy", diff=0.3, ci_low=0.2, ci_high=0.4)]
+    _operating_points(tmp_path, "gemma3-270m-c3", "gemma3-270m", c3, rows)
+    # a folder whose name starts like the model's but holds another model, and one whose C3 was not run
+    _operating_points(tmp_path, "gemma3-270m-it", "gemma3-270m-it", c3, rows)
+    _operating_points(tmp_path, "gemma3-270m", "gemma3-270m", dict(verdict="not testable here", evidence=""), rows)
+    found = compare.preset_checks(tmp_path, "gemma3-270m")
+    assert [f["label"] for f in found] == ["gemma3-270m-c3"]
+    assert found[0]["diffs"] == {"efficacy": (-0.05, -0.085, -0.02)}  # the C4 row is not C3's
+    assert (found[0]["verdict"], found[0]["edits"]) == ("not reproduced", 200)
+    assert compare.preset_checks(tmp_path, "qwen2.5-coder-0.5b-instruct") == []
+
+
 def test_a_table_without_edit_counts_columns_is_refused(tmp_path):
     folder = tmp_path / "m" / "edit_count"
     folder.mkdir(parents=True)
@@ -337,6 +361,9 @@ def results(tmp_path_factory):
                                                memit=flat({0: 0.0, 10: 0.7, 20: 0.6, 30: 0.5})), [10, 20, 30], 30)
     write_projection(root, "tiny-llama", kept=0.8)
     write_projection(root, "tiny-qwen-s", kept=0.3)
+    _operating_points(root, "tiny-qwen-s-c3", "tiny-qwen-s", dict(verdict="not reproduced", evidence="synthetic"),
+                      [dict(comparison="C3: default − migrated", measure="locality", diff=-0.25, ci_low=-0.3,
+                            ci_high=-0.2)])
     return root
 
 
@@ -394,6 +421,10 @@ def test_model_compare_chapter(results):
     assert cost.loc[("tiny-qwen-l", "official"), "memit_s_per_edit"] == pytest.approx(BATCH_SECONDS / BATCH)
     for fig in ("models_vs_edits.png", "projector_by_model.png"):
         assert (out / fig).stat().st_size > 1000
+    # the preset's share: the C3 run found for the model its provenance names, and none for the others
+    presets = pd.read_csv(out / "preset_checks.csv")
+    assert list(zip(presets.model, presets.run, presets.measure)) == [("tiny-qwen-s", "tiny-qwen-s-c3", "locality")]
+    assert presets["diff"].tolist() == [-0.25]
     assert pd.read_csv(out / "plans.csv").command.str.contains("alphaedit_core.compare run --model tiny-gemma").any()
 
 
