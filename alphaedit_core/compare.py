@@ -394,10 +394,21 @@ def read_projection(results_root: str | Path, model: str, rule: str) -> dict[str
 def preset_checks(results_root: str | Path, model: str) -> list[dict[str, Any]]:
     """C3 as the operating-points chapter measured it on `model` (every results/*/operating_points/ whose provenance
     names the model, whatever its label): the preset derived by the documented rule − the paper's LLaMA3-8B values
-    applied unchanged, on the same records. One dict per folder with a testable C3: label, edits, verdict, evidence and
-    `diffs` {measure: (diff, ci_low, ci_high)} from its paired_knobs.csv. Context for the chapters (how much of a
-    model's result is its preset's), not an input of their decision rules."""
+    applied unchanged, on the same records. One dict per folder with a testable C3: label, edits, verdict, evidence,
+    `diffs` {measure: (diff, ci_low, ci_high)} from its paired_knobs.csv and `current_preset`: whether the run's
+    preset is the model's preset today (the hparams part of its run key in settings.csv against the digest of
+    `EditHParams.load(model)`; None when it cannot be told). Context for the chapters (how much of a model's result
+    is its preset's), not an input of their decision rules."""
     import pandas as pd
+
+    from .checkpoint import digest
+    from .hparams import EditHParams
+    from .runs import run_key_parts
+
+    try:
+        today = digest(EditHParams.load(model).to_dict())
+    except (FileNotFoundError, ValueError, KeyError):
+        today = None
 
     out = []
     for folder in sorted(Path(results_root).glob("*/operating_points")):
@@ -416,8 +427,13 @@ def preset_checks(results_root: str | Path, model: str) -> list[dict[str, Any]]:
             knobs = pd.read_csv(folder / "paired_knobs.csv")
             for row in knobs[knobs.comparison.astype(str).str.startswith("C3")].itertuples():
                 diffs[row.measure] = (float(row.diff), float(row.ci_low), float(row.ci_high))
+        current = None
+        if today and (folder / "settings.csv").is_file():
+            keys = pd.read_csv(folder / "settings.csv").set_index("setting").get("run_key", {})
+            if "alphaedit-default" in keys:
+                current = run_key_parts(keys["alphaedit-default"])["hparams"] == today
         out.append(dict(label=label, edits=summary.get("n_edits"), verdict=c3["verdict"],
-                        evidence=c3.get("evidence", ""), diffs=diffs))
+                        evidence=c3.get("evidence", ""), diffs=diffs, current_preset=current))
     return out
 
 

@@ -2,12 +2,19 @@
 
 Presets for the offline models follow one rule (`scaled_layers`): the reference's edited layer positions,
 taken as fractions of the reference model's depth, scaled to the target model's depth and rounded; the loss is
-read at the last layer, as in every reference file; the other fields come from the reference configuration of
-the same family: EasyEdit's Qwen2.5-7B file for Qwen2; for LLaMA-like models other than LLaMA-3 (SmolLM2, Gemma3)
-the maintainers' advice for models without an official file, MEMIT's llama-7b settings (v_lr 0.5, clamp 4,
-weight decay 1e-3) with the official threshold and L2. (With the LLaMA-3-8B file's v_lr 0.1 and clamp 0.75 the
-target optimisation of SmolLM2-135M ends at a mean loss of 1.90 after 24 steps on 25 offline requests; with
-these settings at 0.08.) Each preset file names its source.
+read at the last layer, as in every reference file; the target optimisation's settings (v_lr, clamp, weight
+decay) come from the reference configuration of the same family: EasyEdit's Qwen2.5-7B file for Qwen2; for
+LLaMA-like models other than LLaMA-3 (SmolLM2, Gemma3) the maintainers' advice for models without an official file,
+MEMIT's llama-7b settings (v_lr 0.5, clamp 4, weight decay 1e-3); the threshold and L2 are the official file's for
+every model (the maintainers' advice: "threshold and L2 unchanged"). The two sources agree on v_lr, clamp and weight
+decay, so every offline preset differs from the others only in its layers. (With the LLaMA-3-8B file's v_lr 0.1 and
+clamp 0.75 the target optimisation of SmolLM2-135M ends at a mean loss of 1.90 after 24 steps on 25 offline
+requests; with these settings at 0.08.) Each preset file names its source.
+
+The Qwen presets took EasyEdit's L2 1 until the operating-points chapter's C3 run on Qwen2.5-Coder-0.5B (200 edits,
+results/qwen2.5-coder-0.5b-instruct-c3/, made with L2 1) found them overshooting; EasyEdit sets L2 1 in every
+AlphaEdit file, its LLaMA3-8B one included (the official has 10), so that value is the framework's, not the family's,
+and the rule now takes L2 from the official file for every model, as it already did for SmolLM2 and Gemma.
 """
 from __future__ import annotations
 

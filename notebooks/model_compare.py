@@ -439,17 +439,20 @@ display(Markdown("\n".join(f"- **{cid}**: *{c['verdict']}*. {c['evidence']}" for
 # values in preservation reads, in this chapter, partly as a preset effect rather than a model effect.
 
 # %% tags=["hide-input"]
-preset_rows = [dict(model=m, run=c["label"], edits=c["edits"], verdict=c["verdict"], measure=k, diff=d, ci_low=lo,
-                    ci_high=hi)
+preset_rows = [dict(model=m, run=c["label"], edits=c["edits"], verdict=c["verdict"],
+                    current_preset=c["current_preset"], measure=k, diff=d, ci_low=lo, ci_high=hi)
                for m in models for c in compare.preset_checks(root, m) for k, (d, lo, hi) in c["diffs"].items()]
-preset_table = pd.DataFrame(preset_rows, columns=["model", "run", "edits", "verdict", "measure", "diff", "ci_low",
-                                                  "ci_high"])
+preset_table = pd.DataFrame(preset_rows, columns=["model", "run", "edits", "verdict", "current_preset", "measure",
+                                                  "diff", "ci_low", "ci_high"])
 preset_table.to_csv(out / "preset_checks.csv", index=False)
 lines = []
 for (m, run_label_, edits, verdict), g in preset_table.groupby(["model", "run", "edits", "verdict"], sort=False):
+    current = g.current_preset.iloc[0]
     lines.append(f"- **{m}** (`results/{run_label_}/operating_points/`, {edits:,} edits): derived − migrated "
                  + "; ".join(f"{r.measure} {100 * r.diff:+.1f} points [{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]"
-                             for r in g.itertuples()) + f" (C3 {verdict}).")
+                             for r in g.itertuples()) + f" (C3 {verdict})"
+                 + (". Made with the model's preset as it was then, not the one its runs in this chapter use"
+                    " (`alphaedit_core/hparams.py` says what changed)." if current is False else "."))
 missing = [m for m in models if m not in set(preset_table.model)]
 display(Markdown("\n".join(lines) + ("\n\n" if lines else "")
                  + (f"No C3 run on {', '.join(missing)}: there the preset's share is not measured." if missing

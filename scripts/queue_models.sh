@@ -2,6 +2,9 @@
 # The across-models runs (notebooks/model_compare, notebooks/instruct_vs_base; issue "across models"), in the order
 # that wastes the least compute. Every step resumes from its checkpoints, so the same command continues after an
 # interruption, and a finished step only re-renders:
+#   0. the L2 point of C3 on Qwen2.5-Coder-0.5B (one setting, ~1 h): the committed C3 run edited
+#      with EasyEdit's L2 1, which the Qwen presets no longer take; the same run (its preset as it was, so every
+#      cached setting is reused) plus AlphaEdit at L2 10, the preset the across-models runs use;
 #   1. each offline model with the official threshold, AlphaEdit and MEMIT in two one-thread processes (--jobs 2;
 #      the unedited model's scores are computed once and shared), smallest model first: its statistics, P check and
 #      stream are the cheapest evidence;
@@ -23,6 +26,12 @@ run() {  # run MODEL RULE [--jobs 2]: one (model, P rule) run of alphaedit_core.
 }
 one_thread() { env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$@"; }
 
+C3_BASE='{"L2": 1.0, "source": "rule: EasyEdit qwen2.5-7b file, layers scaled 28 -> 24 layers, loss at the last layer"}'
+step "qwen2.5-coder-0.5b-instruct, C3 at L2 10" "$PY" -m alphaedit_core.study \
+  --model qwen2.5-coder-0.5b-instruct --only operating_points --no-book \
+  --param 'label="qwen2.5-coder-0.5b-instruct-c3"' --param "overrides=$C3_BASE" --param 'methods=["alphaedit", "memit"]' \
+  --param 'l2s=[10.0]' --param 'thresholds=[]' --param 'energies=[]' --param 'memit_lambdas=[]' \
+  --param 'clamps=[]' --param 'seeds=[]' --param 'corpora=[]'
 step "gemma3-270m, official P" run gemma3-270m official --jobs 2
 step "qwen2.5-coder-0.5b-instruct, official P" run qwen2.5-coder-0.5b-instruct official --jobs 2
 ( step "gemma3-270m, calibrated P" one_thread run gemma3-270m calibrated ) &

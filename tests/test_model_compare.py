@@ -191,9 +191,12 @@ def test_calibrated_rule_is_read_from_the_model_then_the_default_model_then_the_
         parse_calibrated(dict(threshold=0.02))
 
 
-def _operating_points(root, label, model, c3, rows):
+def _operating_points(root, label, model, c3, rows, hparams_part=None):
     folder = root / label / "operating_points"
     folder.mkdir(parents=True)
+    if hparams_part:  # the run key of the default setting, as settings.csv records it
+        pd.DataFrame([dict(setting="alphaedit-default", run_key=f"abc123-n200-b100-s0-{hparams_part}-def456")]).to_csv(
+            folder / "settings.csv", index=False)
     (folder / "provenance.json").write_text(json.dumps(dict(notebook="operating_points",
                                                             parameters=dict(model=model, label=label))))
     (folder / "summary.json").write_text(json.dumps(dict(model=label, n_edits=200, claims=dict(C3=c3))))
@@ -212,7 +215,24 @@ def test_preset_checks_are_found_by_the_model_their_run_names_not_by_the_folder(
     assert [f["label"] for f in found] == ["gemma3-270m-c3"]
     assert found[0]["diffs"] == {"efficacy": (-0.05, -0.085, -0.02)}  # the C4 row is not C3's
     assert (found[0]["verdict"], found[0]["edits"]) == ("not reproduced", 200)
+    assert found[0]["current_preset"] is None  # no settings.csv: cannot be told
     assert compare.preset_checks(tmp_path, "qwen2.5-coder-0.5b-instruct") == []
+
+
+def test_a_preset_check_made_with_another_preset_than_todays_says_so(tmp_path):
+    from alphaedit_core.checkpoint import digest
+    from alphaedit_core.hparams import EditHParams
+
+    model = "qwen2.5-coder-0.5b-instruct"
+    today = digest(EditHParams.load(model).to_dict())
+    before = digest(EditHParams.load(model, L2=1.0).to_dict())
+    assert today != before
+    c3 = dict(verdict="not reproduced", evidence="")
+    rows = [dict(comparison="C3: default − migrated", measure="efficacy", diff=0.0, ci_low=0.0, ci_high=0.0)]
+    _operating_points(tmp_path, "now", model, c3, rows, hparams_part=today)
+    _operating_points(tmp_path, "then", model, c3, rows, hparams_part=before)
+    assert {f["label"]: f["current_preset"] for f in compare.preset_checks(tmp_path, model)} == dict(now=True,
+                                                                                                     then=False)
 
 
 def test_a_table_without_edit_counts_columns_is_refused(tmp_path):
