@@ -332,7 +332,14 @@ display(Markdown(
                                                        "edits)" for s in unfinished) + ".")
     + (f" Not run yet: {', '.join(v for v in specs if v not in streams)}." if set(specs) - set(streams) else "")
     + " Comparisons below use only the milestones each stream has reached."))
-stream_table.drop(columns=["run_key"]).set_index("stream")
+shown_streams = stream_table.assign(
+    hyperparameters=[", ".join(f"{k}={v}" for k, v in json.loads(h).items()) or "—" for h in stream_table.hyperparameters],
+    edits_checkpointed=stream_table.edits_checkpointed.astype("Int64"),
+    edits_evaluated=[f"{e:,}" if e else "not yet" for e in stream_table.edits_evaluated],
+).drop(columns=["run_key"] + (["seconds_this_execution"] if stream_table.seconds_this_execution.isna().all() else []))
+shown_streams.rename(columns={"hyperparameters": "settings (beside the preset)", "edits_planned": "planned",
+                              "edits_evaluated": "evaluated to", "edits_checkpointed": "checkpointed",
+                              "seconds_this_execution": "seconds, this execution"}).set_index("stream")
 
 # %% [markdown]
 # ## The metric families per stream
@@ -512,7 +519,8 @@ shown_onset = onset[onset.measure.isin(SHOWN)].assign(
                   for d, c in zip(t["drop"], t["collapse"])])
 shown_onset = shown_onset.pivot_table(index="stream", columns="measure", values="at", aggfunc="first")
 shown_onset = shown_onset.reindex(order)[[c for c in SHOWN if c in shown_onset.columns]]
-shown_onset.insert(0, "evaluated to", [reached[s] for s in shown_onset.index])
+shown_onset = shown_onset.fillna("not evaluated yet")  # a stream with only its unedited scores
+shown_onset.insert(0, "evaluated to", [f"{reached[s]:,}" for s in shown_onset.index])
 shown_onset  # drop / collapse milestone per measure (— : not reached); the CSV file has every measure
 
 # %% tags=["hide-input"] mystnb={"figure": {"name": "fig-collapse-onset", "caption": "Collapse onset per stream: the bar spans the milestones each stream was evaluated at, the triangle marks the first drop of more than 10 points below its first milestone and the cross the first fall below half of it. Look at whether the stabilised streams' markers sit right of plain AlphaEdit's, or are absent."}, "image": {"alt": "Two panels (efficacy and rewrite accuracy) with the number of edits on the horizontal axis and one row per stream: a grey horizontal bar over the evaluated milestones, a triangle at the drop and a cross at the collapse."}}
@@ -542,7 +550,8 @@ fig.savefig(out / "onsets.png", dpi=120, bbox_inches="tight")
 # Mean seconds per batch and per edit, mean Adam steps per request and seconds of the target optimisation per
 # batch, total hours, and the change against plain AlphaEdit (negative: saved). Steps compare across machines;
 # seconds only between streams run on the same machine under the same load (the plain streams may have run at
-# another time, beside other work).
+# another time, beside other work). A dash: not recorded (the plain streams' batches predate the separate timing of
+# the target optimisation).
 
 # %%
 cost = mechanism.cost_table(batches[batches.stream.isin(order)], reference=PLAIN)
@@ -551,7 +560,7 @@ cost.set_index("stream")[["edits", "hours", "seconds_per_batch", "seconds_target
                           "steps_vs_reference", "seconds_vs_reference"]].rename(columns={
     "seconds_per_batch": "s per batch", "seconds_targets_per_batch": "targets, s per batch",
     "adam_steps": "Adam steps", "steps_vs_reference": "steps vs plain", "seconds_vs_reference": "seconds vs plain"}
-).round(2)
+).round(2).astype(object).fillna("—")  # —: not recorded (the plain streams predate the per-part timing)
 
 # %% [markdown]
 # ## Closing table
