@@ -504,6 +504,31 @@ fig.tight_layout()
 fig.savefig(out / "norm_growth.png", dpi=120, bbox_inches="tight")
 
 # %% [markdown]
+# **What the figure shows, in numbers.** At each milestone from 1,000 edits that several streams reached, the
+# streams ordered by ‖W − W⁰‖/‖W⁰‖ of their last edited layer, each with the change of its rewrite_acc / efficacy
+# in points since its own first milestone. Whether the larger norms go with the larger losses across the stabilised
+# AlphaEdit streams is N1's "tracks" (the ablations and MEMIT are listed for scale; the rule does not count them).
+
+# %% tags=["hide-input"]
+def loss_since_first(stream: str, metric: str, at: int) -> float:
+    rows = by_edits[(by_edits.stream == stream) & (by_edits.metric == metric) & (by_edits.edits > 0)]
+    rows = rows.set_index("edits")["mean"]
+    return float(rows.get(at, math.nan) - rows.iloc[0]) if len(rows) else math.nan
+
+
+norm_at = last_rows.set_index(["stream", "edits"]).relative_change
+lines = []
+for at in [m for m in (1000, 2000) if m in set(milestones)]:
+    there = [s for s in order if (s, at) in norm_at.index and reached[s] >= at]
+    if len(there) < 3:
+        continue
+    there.sort(key=lambda s: norm_at[(s, at)])
+    lines.append(f"- **{at:,} edits**, smallest norm first: " + "; ".join(
+        f"{s} {norm_at[(s, at)]:.2f} ({100 * loss_since_first(s, 'rewrite_acc', at):+.1f} / "
+        f"{100 * loss_since_first(s, 'efficacy', at):+.1f})" for s in there) + ".")
+display(Markdown("\n".join(lines) if lines else "Fewer than three streams share a milestone from 1,000 edits on."))
+
+# %% [markdown]
 # ## Where each stream's collapse begins
 # As in the edit-count chapter (`verdicts.onsets`): for each stream and measure the first milestone more than 10
 # points below the stream's first milestone ("drop") and the first below half of it ("collapse"), shown as
