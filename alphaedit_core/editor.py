@@ -4,7 +4,9 @@
 Per batch (the reference's `apply_AlphaEdit_to_model` / `execute_memit`):
   1. target values z at the last edited layer L (`targets.compute_targets`);
   2. for each edited layer l, in order: keys K at l and the current layer-L output at the subject, residual
-     R = (z − current) / (number of layers left), Δ from `solve`, W_l += Δ;
+     R = (z − current) / (number of layers left), Δ from `solve`, W_l += Δ; where the MLP output is normalised
+     before it joins the residual (Gemma2/3's post-feedforward norm) R is first translated into the change of W k
+     that moves the norm's output by R (`postnorm.value_residual`), otherwise it is used as it is;
   3. AlphaEdit (and sequential MEMIT): keys recomputed on the edited model, cache_c[l] += K Kᵀ.
 Methods: "alphaedit" (P and cache_c), "alphaedit_no_cache" (P, without cache_c: an ablation), "memit", and two
 more for the paper's plug-in claim: "memit_projected" (MEMIT's Δ followed by Δ ← Δ P, the paper's "one line") and
@@ -41,6 +43,7 @@ from . import checkpoint as ckpt
 from .arch import ModelAdapter
 from .hparams import EditHParams
 from .keys import keys_and_outputs
+from .postnorm import post_mlp_norms, value_residual
 from .projection import Projector
 from .prompts import context_templates
 from .requests import EditRequest, check_batch
@@ -124,6 +127,8 @@ class Editor:
             model, tok, length=hparams.context_template_length, count=hparams.context_template_count,
             seed_words=hparams.context_template_seeds, seed=hparams.seed)
         self.anchor_norm: float | None = None  # NAS reference ‖v*‖ of the unedited model (value_anchor "nas")
+        # edited layers whose MLP output passes through a norm before the residual (postnorm.py); none on LLaMA
+        self.post_norms = post_mlp_norms(model, tok, self.adapter, list(hparams.layers))
         self.batches_done = 0
         self.case_ids: list = []
         self.request_hashes: list[str] = []
@@ -183,6 +188,9 @@ class Editor:
             s1 = time.perf_counter()
             K = keys[l].T  # [d_ff, n], on l's device
             R = ((zs - cur.double()).T / (len(layers) - i)).to(self.devices[l])  # [d, n]: from L's device to l's
+            if l in self.post_norms:  # Gemma2/3: the MLP output is normalised before it joins the residual
+                V = mlp_outputs(self.model, self.tok, a, requests, self.templates[0], l).T.double()  # [d, n], bare
+                R = value_residual(self.post_norms[l], V, R)  # the change of W k that moves f(W k) by R
             if self.method in USES_COV:
                 delta, A = memit_delta(K, R, self.covs[l], hp.mom2_update_weight, hp.norm_constraint,
                                        self.cache_c.get(l))
