@@ -287,7 +287,9 @@ else:
 # ## What the edits did to the weights, per model
 # From `edit_count`'s per-batch diagnostics at the common milestones, mean over the edited layers: the relative
 # change of the weights ‖W − W⁰‖/‖W⁰‖, the condition number of the solved system and the drift of the edited layers'
-# outputs on held-out preserved keys.
+# outputs on held-out preserved keys. Gemma normalises the MLP output before it joins the residual, and the editor
+# translates each residual through that norm (the method page, section 4): its drift is read before the norm, where
+# the edit writes, so it measures the same thing as on the other models but not the same effect on the residual.
 
 # %% tags=["hide-input"]
 diag_rows = []
