@@ -129,6 +129,10 @@ class Editor:
         self.anchor_norm: float | None = None  # NAS reference ‖v*‖ of the unedited model (value_anchor "nas")
         # edited layers whose MLP output passes through a norm before the residual (postnorm.py); none on LLaMA
         self.post_norms = post_mlp_norms(model, tok, self.adapter, list(hparams.layers))
+        if hparams.value_anchor == "nas" and self.post_norms:
+            raise ValueError(f"value_anchor='nas' rescales v* = v0 + (z − h0), which assumes the MLP output joins the "
+                             f"residual as it is; layers {sorted(self.post_norms)} of this model normalise it first "
+                             f"(postnorm.py), so the anchored targets would be wrong: leave value_anchor 'off' here")
         self.batches_done = 0
         self.case_ids: list = []
         self.request_hashes: list[str] = []

@@ -163,3 +163,13 @@ def test_without_a_post_norm_the_residual_is_asked_of_the_matrix_unchanged(monke
                 progress=False)
     ed.edit_batch(REQS[:2])
     assert ed.post_norms == {} and called == []
+
+
+def test_norm_anchoring_is_refused_where_the_mlp_output_is_normalised():
+    """NAS's v* = v0 + (z − h0) mixes a pre-norm value with a residual change on Gemma: refused, not run wrong."""
+    model, tok = tiny_model("gemma3"), tiny_tokenizer()
+    a = ModelAdapter.from_model(model)
+    hp = EditHParams(layers=[1, 2], value_anchor="nas", context_template_count=1, context_template_length=5)
+    with pytest.raises(ValueError, match="value_anchor='nas'.*normalise"):
+        Editor(model, tok, hp, method="memit", covs={l: torch.eye(a.d_ff) for l in hp.layers}, templates=["{}"],
+               progress=False)
