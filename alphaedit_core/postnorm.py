@@ -3,15 +3,16 @@
 MEMIT and AlphaEdit assume that the edited matrix's output v = W k is added to the residual stream as it is, so a
 wanted change r of the residual at a layer is asked of the matrix directly: ΔW k = r. That holds for LLaMA, Qwen2,
 GPT-2 and GPT-J. Gemma2/3 normalise the MLP output before adding it (`post_feedforward_layernorm`, an RMSNorm):
-the residual receives f(v) = g ⊙ v / rms(v), whose size does not depend on ‖v‖. On Gemma-3-270M at layer 6 ‖v‖ is
-about 3 while ‖f(v)‖ is about 575, so ΔW k = r asks for a change a hundred times too large and in the wrong
-space, and the update diverges (measured: ‖Δ‖ 200 × ‖W‖, the residual after the edit 41 × the one asked).
+the residual receives f(v) = g ⊙ v / rms(v) = √d · g ⊙ v / ‖v‖, whose size does not depend on ‖v‖ and is two
+orders of magnitude above it on Gemma-3-270M, so ΔW k = r asks for a change in the wrong space and the update
+diverges (benchmarks/results/postnorm-gemma3-270m.md).
 
-For such a layer the residual is translated into the value space before the solve: the value v* with
-f(v*) = f(v) + r, and ΔW k = v* − v. An RMSNorm reaches only outputs y with rms(y / g) = 1, so v* is taken along
-u = (f(v) + r) / g, at the scale c that changes v least (c = ⟨u, v⟩ / ‖u‖², the projection of v on u); the output
-then is (f(v) + r) / rms(u), the wanted one up to a scale that the next layer's solve sees as residual (the layers
-are solved in order, each against the residual left, as in MEMIT). Without a post-MLP norm nothing changes.
+For such a layer the residual is translated into the value space before the solve (`value_residual`). An RMSNorm
+reaches only the outputs √d · g ⊙ s with ‖s‖ = 1, so the wanted output f(v) + r is replaced by the closest of them
+(`closest_reachable`: least squares on the sphere, closed form up to one multiplier found by bisection), and v is
+moved to c s at the scale c = ⟨s, v⟩ that changes it least (the output does not depend on c): ΔW k = c s − v.
+What the norm cannot produce stays as residual, which the next layer's solve sees (the layers are solved in order,
+each against the residual left, as in MEMIT). Without a post-MLP norm nothing changes.
 
 Which layers have one is found by running the model once, not by names: the norm whose input is the MLP output
 projection's output tensor.
