@@ -6,14 +6,16 @@ the token budget, the window length and the dtype; a file whose recorded key dif
 
 Every matrix is checked after it is computed and after it is read back (`validate_second_moment`: shape, finite,
 symmetric, positive semi-definite to a tolerance); the token budget must be met exactly (a corpus that runs out
-first is an error, not a smaller sample), and an unreadable cache file is an error naming its path.
+first is an error, not a smaller sample), and an unreadable cache file is an error naming its path. A computation
+journals its running sums beside the cache (every ten minutes by default), so that an interrupted one resumes where
+it stopped and ends with the same matrices.
 """
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -171,27 +173,45 @@ def compute_second_moments(
     dtype: torch.dtype = torch.float32,
     batch_windows: int = 8,
     progress: bool = True,
+    journal: Path | None = None,
+    journal_every_s: float = 600.0,
+    journal_id: str = "",
 ) -> tuple[dict[int, torch.Tensor], int]:
     """Mean of k kᵀ over exactly `n_tokens` non-padding tokens (`None`: the whole corpus): {layer: [d_ff, d_ff]},
     tokens counted. A corpus shorter than `n_tokens` is a ValueError naming both counts; every matrix is checked
     by `validate_second_moment`.
 
     Runs the model only up to the deepest requested layer; sums in float64 on each layer's device; the matrices
-    returned are on the CPU (they are cached on disk; the Editor moves them to the layers' devices)."""
+    returned are on the CPU (they are cached on disk; the Editor moves them to the layers' devices).
+
+    `journal`: a file where the running float64 sums and the tokens counted are written whole every
+    `journal_every_s` seconds, after a batch; a later call with the same file and `journal_id` (which must name
+    everything the sums depend on: model, corpus, budget, window length, layers) resumes after the tokens it counted
+    and returns the same matrices as an uninterrupted run, to the bit (same windows, same batches, same order of
+    summation). A journal written for another `journal_id` or other layers is an error naming the file."""
     check_layers(layers, adapter.n_layers)
     check_budget(n_tokens)
-    sums = {l: torch.zeros(adapter.d_ff, adapter.d_ff, dtype=torch.float64, device=adapter.layer_device(l))
-            for l in layers}
-    counted = 0
-    with tqdm(total=n_tokens, desc="second moments", unit="tok", disable=not progress) as bar:
-        for keys in _stream_keys(model, tok, adapter, layers, token_windows(tok, corpus, seq_len), n_tokens,
-                                 batch_windows):
+    devices = {l: adapter.layer_device(l) for l in layers}
+    state = _read_journal(journal, journal_id, layers, adapter.d_ff) if journal is not None else None
+    if state is None:
+        sums = {l: torch.zeros(adapter.d_ff, adapter.d_ff, dtype=torch.float64, device=devices[l]) for l in layers}
+        counted = 0
+    else:
+        sums, counted = {l: s.to(devices[l]) for l, s in state[0].items()}, state[1]
+    budget = None if n_tokens is None else n_tokens - counted
+    last_write = time.monotonic()
+    with tqdm(total=n_tokens, initial=counted, desc="second moments", unit="tok", disable=not progress) as bar:
+        windows = _skip_tokens(token_windows(tok, corpus, seq_len), counted)
+        for keys in (_stream_keys(model, tok, adapter, layers, windows, budget, batch_windows) if budget != 0 else ()):
             for l, k in keys.items():
                 k = k.to(sums[l].device, torch.float64)
                 sums[l] += k.T @ k
             n = len(next(iter(keys.values())))
             counted += n
             bar.update(n)
+            if journal is not None and time.monotonic() - last_write >= journal_every_s:
+                _write_journal(journal, journal_id, sums, counted)
+                last_write = time.monotonic()
     if counted == 0:
         raise ValueError(f"corpus {corpus.identity!r} produced no tokens")
     if n_tokens is not None and counted < n_tokens:
@@ -199,6 +219,54 @@ def compute_second_moments(
     source = f"computed on {counted:,} tokens of corpus {corpus.identity!r}"
     return {l: validate_second_moment((s / counted).to(dtype).cpu(), l, d=adapter.d_ff, source=source)
             for l, s in sums.items()}, counted
+
+
+def _skip_tokens(windows: Iterator[list[int]], n: int) -> Iterator[list[int]]:
+    """`windows` after their first `n` tokens (whole windows dropped, the window that holds the cut continued from
+    it)."""
+    skipped = 0
+    for w in windows:
+        if skipped + len(w) > n:
+            yield w[n - skipped :]
+            yield from windows
+            return
+        skipped += len(w)
+
+
+def _write_journal(path: Path, journal_id: str, sums: dict[int, torch.Tensor], counted: int) -> None:
+    """The running sums {layer: [d_ff, d_ff] float64} and the tokens counted, written whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"journal_id": journal_id, "tokens_counted": str(counted), "layers": json.dumps(sorted(sums))}
+    tensors = {f"sum.{l}": s.detach().cpu().contiguous() for l, s in sums.items()}
+    write_whole(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def _read_journal(path: Path, journal_id: str, layers: list[int], d: int
+                  ) -> tuple[dict[int, torch.Tensor], int] | None:
+    """The sums and count of a journal written by `_write_journal` for the same id and layers; None when there is
+    no file. A journal of another computation or an unreadable one is a `CorruptStatsError` naming the file."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CorruptStatsError(f"statistics journal {path} is unreadable ({type(err).__name__}: {err}); delete it "
+                                f"to start the statistics again") from err
+    if meta.get("journal_id") != journal_id or meta.get("layers") != json.dumps(sorted(layers)):
+        raise CorruptStatsError(f"statistics journal {path} belongs to another computation (id "
+                                f"{meta.get('journal_id')!r}, layers {meta.get('layers')}; wanted {journal_id!r}, "
+                                f"{sorted(layers)}); delete it to start the statistics again")
+    sums = {l: tensors.get(f"sum.{l}") for l in layers}
+    counted = int(meta.get("tokens_counted", "-1"))
+    if counted < 0 or any(s is None or s.shape != (d, d) or s.dtype != torch.float64 for s in sums.values()):
+        raise CorruptStatsError(f"statistics journal {path} is incomplete (tokens counted {counted}, tensors "
+                                f"{sorted(tensors)}); delete it to start the statistics again")
+    return sums, counted
 
 
 def layer_stats(
@@ -214,10 +282,12 @@ def layer_stats(
     dtype: str = "float32",
     root: Path | None = None,
     progress: bool = True,
+    journal_every_s: float = 600.0,
 ) -> dict[int, torch.Tensor]:
     """Second moments for `layers`, read from the cache where a file with the same key exists, computed (and
     cached) otherwise. {layer: [d_ff, d_ff]}. `n_tokens=None`: the whole corpus. Every matrix, read or
-    computed, is checked by `validate_second_moment`."""
+    computed, is checked by `validate_second_moment`. A computation journals its running sums every
+    `journal_every_s` seconds (`compute_second_moments`): interrupted, the same call resumes it."""
     check_layers(layers, adapter.n_layers)
     check_budget(n_tokens)
     root = Path(root) if root is not None else cache_dir("stats")
@@ -232,13 +302,18 @@ def layer_stats(
                 raise CorruptStatsError(f"{err}; delete the file to recompute it") from err
     missing = [l for l, v in out.items() if v is None]
     if missing:
+        # the running sums are journaled beside the cache files, so that an interrupted computation resumes
+        journal_id = hashlib.sha256("|".join(keys[l].digest() for l in missing).encode()).hexdigest()[:20]
+        journal = root / fingerprint[:16] / f"partial-{journal_id}.safetensors"
         fresh, counted = compute_second_moments(
             model, tok, adapter, missing, corpus, n_tokens=n_tokens, seq_len=seq_len,
-            dtype=getattr(torch, dtype), progress=progress,
+            dtype=getattr(torch, dtype), progress=progress, journal=journal, journal_every_s=journal_every_s,
+            journal_id=journal_id,
         )
         for l in missing:
             save_stats(keys[l], root, fresh[l], counted)
             out[l] = fresh[l]
+        journal.unlink(missing_ok=True)
     return out
 
 
@@ -294,13 +369,7 @@ def corpus_keys(
     shorter than `skip_tokens + n_tokens` is a ValueError naming the counts."""
     check_layers(layers, adapter.n_layers)
     check_budget(n_tokens)
-    windows = token_windows(tok, corpus, seq_len)
-    skipped = 0
-    for w in windows:  # drop whole windows up to the budget, then start from the rest of the cut one
-        if skipped + len(w) > skip_tokens:
-            windows = itertools.chain([w[skip_tokens - skipped :]], windows)
-            break
-        skipped += len(w)
+    windows = _skip_tokens(token_windows(tok, corpus, seq_len), skip_tokens)
     out: dict[int, list[torch.Tensor]] = {l: [] for l in layers}
     got = 0
     for keys in _stream_keys(model, tok, adapter, layers, windows, n_tokens, batch_windows):
