@@ -4,7 +4,8 @@ A run key names one stream: the unedited model (its fingerprint), the number of 
 hyperparameters and the records. Tables that a run appends to carry its key in a `run_key` column, so rows of
 another run are never extended or taken for this run's progress. The unedited model's argmax tokens on the
 records (EasyEdit's locality reference) depend only on the model and the records: one file per pair, shared by every
-method, variant and notebook."""
+method, variant and notebook. A long computation made of independent parts (a milestone's evaluation, record chunk by
+record chunk) keeps each part's tables as it finishes them (`in_parts`), so an interrupted one resumes by parts."""
 from __future__ import annotations
 
 import hashlib
@@ -153,3 +154,34 @@ class RunTables:
         with table_lock(path, shared=True):
             t = pd.read_csv(path, usecols=list(columns))[list(columns)]  # usecols keeps the file's column order
         return set(t[columns[0]]) if len(columns) == 1 else set(map(tuple, t.itertuples(index=False)))
+
+
+def in_parts(folder: str | Path, name: str, parts: Sequence[Callable[[], pd.DataFrame | Sequence[pd.DataFrame]]],
+             n_tables: int = 1) -> tuple[pd.DataFrame, ...]:
+    """The `n_tables` tables of a computation made of independent `parts`, each computed once: part i returns a
+    frame (`n_tables` = 1) or a tuple of `n_tables` frames, written whole to `<folder>/<name>.part-<i>.<j>.pkl` (a
+    pickle: column types come back as they were) as soon as it returns, and a later call with the same folder and name reads the parts already there instead of
+    computing them again. Returns, for each table j, the concatenation of the parts' frames read back from their
+    files, so a resumed computation returns what an uninterrupted one does. The caller removes the files with
+    `drop_parts` once the whole is stored. `name` must identify the computation (its inputs and settings)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tables: list[list[pd.DataFrame]] = [[] for _ in range(n_tables)]
+    for i, compute in enumerate(parts):
+        paths = [folder / f"{name}.part-{i:04d}.{j}.pkl" for j in range(n_tables)]
+        if not all(p.exists() for p in paths):
+            frames = compute()
+            frames = (frames,) if isinstance(frames, pd.DataFrame) else tuple(frames)
+            if len(frames) != n_tables:
+                raise ValueError(f"in_parts: part {i} of {name!r} returned {len(frames)} tables, not {n_tables}")
+            for path, frame in zip(paths, frames):
+                write_whole(path, lambda tmp, frame=frame: frame.to_pickle(tmp, compression=None))
+        for j, path in enumerate(paths):
+            tables[j].append(pd.read_pickle(path, compression=None))
+    return tuple(pd.concat(t, ignore_index=True) if t else pd.DataFrame() for t in tables)
+
+
+def drop_parts(folder: str | Path, name: str) -> None:
+    """Remove the part files of `in_parts(folder, name, ...)`."""
+    for path in Path(folder).glob(f"{name}.part-*.pkl"):
+        path.unlink(missing_ok=True)

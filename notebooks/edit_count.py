@@ -48,6 +48,7 @@ eval_cap = 300  # records evaluated per milestone, a seeded sample of those edit
 gen_cap = 50  # records of that sample also evaluated by greedy generation
 fluency_cap = 50  # records of that sample also scored for fluency and consistency (100-token generations)
 fluency_at = None  # milestones scored for fluency and consistency (None: the unedited model and the last milestone)
+eval_chunk = 50  # records scored at a time (fluency: a tenth of it); each chunk's rows are kept as it finishes
 drift_tokens = 4000  # held-out corpus tokens for the drift of preserved outputs
 capability_corpora = ["fortunes", "wordnet"]  # held-out text sources for perplexity and hidden-state drift
 capability_tokens = 4000  # tokens of each source
@@ -128,21 +129,39 @@ def versions() -> dict:
     return dict(code_version=code_version(), evaluator_version=EVALUATOR_VERSION)
 
 
+def eval_parts(n_done: int, method: str) -> tuple[Path, str]:
+    """Where the parts of a milestone's evaluation are kept until its rows are in the table (`runs.in_parts`): the
+    folder (the unedited model's scores are shared by every method) and a name that holds the evaluation settings."""
+    settings = json.dumps(dict(edits=n_done, eval_cap=eval_cap, gen_cap=gen_cap, fluency_cap=fluency_cap,
+                               fluency_at=fluency_at, eval_chunk=eval_chunk, evaluator=EVALUATOR_VERSION),
+                          sort_keys=True)
+    folder = unedited_dir / "eval-parts" if n_done == 0 else run_dir / f"eval-parts-{method}"
+    return folder, f"metrics-{n_done}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
+
+
 def evaluate_at(n_done: int, method: str) -> pd.DataFrame:
-    """Every metric family on the milestone's sample; the unedited model (0 edits) on the last milestone's."""
+    """Every metric family on the milestone's sample; the unedited model (0 edits) on the last milestone's. Scored
+    `eval_chunk` records at a time, each chunk's rows kept as it finishes, so an interrupted evaluation resumes."""
     sample = eval_sample(n_done) if n_done else eval_sample(milestones[-1])
     edited = records[:n_done]  # the evaluator refuses a neighbourhood prompt about any of these subjects
     extra = dict(method=method, edits=n_done, **versions())
-    parts = [evaluate(lm, tok, sample, baseline=baseline, families=("official", "easyedit"), edited=edited,
-                      extra_columns=extra, progress=False),
-             evaluate(lm, tok, sample[:gen_cap], families=("generation",), answer_max_new_tokens=8, edited=edited,
-                      extra_columns=extra, progress=False),
-             ]
-    if n_done in ({0, milestones[-1]} if fluency_at is None else set(fluency_at) | {0}):  # 500 generations each
-        flu = evaluate(lm, tok, sample[:fluency_cap], families=("official",), fluency=True, max_new_tokens=100,
-                       tfidf_vectorizer=tfidf, edited=edited, extra_columns=extra, progress=False)
-        parts.append(flu[flu.metric.isin(["fluency", "consistency"])])
-    return pd.concat(parts, ignore_index=True)
+
+    def scores(chunk: list[dict], families: tuple[str, ...], keep: list[str] | None = None, **kw):
+        def compute() -> pd.DataFrame:
+            rows = evaluate(lm, tok, chunk, families=families, edited=edited, extra_columns=extra, progress=False,
+                            **kw)
+            return rows if keep is None else rows[rows.metric.isin(keep)]
+        return compute
+
+    def chunks(rows: list[dict], size: int) -> list[list[dict]]:
+        return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+    parts = [scores(c, ("official", "easyedit"), baseline=baseline) for c in chunks(sample, eval_chunk)]
+    parts += [scores(c, ("generation",), answer_max_new_tokens=8) for c in chunks(sample[:gen_cap], eval_chunk)]
+    if n_done in ({0, milestones[-1]} if fluency_at is None else set(fluency_at) | {0}):  # ten generations each
+        parts += [scores(c, ("official",), keep=["fluency", "consistency"], fluency=True, max_new_tokens=100,
+                         tfidf_vectorizer=tfidf) for c in chunks(sample[:fluency_cap], max(1, eval_chunk // 10))]
+    return runs.in_parts(*eval_parts(n_done, method), parts)[0]
 
 
 def capability_at(n_done: int, method: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -224,6 +243,7 @@ for method in methods:
                 ready = False
             else:
                 append(metrics_path, got[0])
+                runs.drop_parts(*eval_parts(0, method))
         if 0 not in done(capability_path, "edits"):
             got = unedited(("capability", "hidden_drift"), method, lambda: capability_at(0, method), wait=wait)
             if got is None:
@@ -256,6 +276,7 @@ for method in methods:
             ed.save_snapshot(snapshot_path(run_dir / method, n_done), **versions())
         if n_done in milestones and n_done not in done(metrics_path, "edits"):
             append(metrics_path, evaluate_at(n_done, method))
+            runs.drop_parts(*eval_parts(n_done, method))
         if n_done in milestones and n_done not in done(capability_path, "edits"):
             ppl, drift = capability_at(n_done, method)
             append(hidden_path, drift)

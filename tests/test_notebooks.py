@@ -48,6 +48,8 @@ def test_edit_count_notebook_runs_and_resumes(tiny_setup):
     cap = pd.read_csv(out / "perplexity.csv")
     assert set(cap.edits) == {0, 2, 4} and cap.perplexity.gt(1).all()
     assert_rescored_snapshot_equals_the_run(tmp_path, folder, out)
+    # the evaluation's parts (kept until a milestone's rows are in its table) are removed once they are
+    assert not list((tmp_path / "cache").rglob("*.part-*.pkl"))
     raw = (out / "metrics_raw-alphaedit.csv").read_text()
     # a second run finds the checkpoints and the milestone rows: nothing is recomputed or duplicated
     run_notebook("edit_count", params, out, ROOT / "notebooks", timeout=600)

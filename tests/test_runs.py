@@ -154,3 +154,53 @@ def test_cached_tables_left_unwritten_by_a_dead_process_are_computed_by_the_next
     claim(folder / "computing-metrics").release()  # it took the lock and died before writing
     (got,) = cached_tables(folder, ("metrics",), lambda: (pd.DataFrame(dict(x=[3])),), wait=False)
     assert got.x.tolist() == [3] and (folder / "metrics.csv").exists()
+
+
+class Interrupted(RuntimeError):
+    pass
+
+
+def test_in_parts_resumes_after_the_last_part_kept(tmp_path):
+    """Bugs pinned: a resume that recomputes kept parts, skips an unfinished one, or changes column types on the way
+    through the files. Four parts, the third raises as a stopped process would: the first two are kept; the next
+    call computes only the third and fourth and returns exactly the uninterrupted concatenation (a commit hash that
+    reads as a number stays a string)."""
+    frames = [pd.DataFrame({"case_id": [2 * i, 2 * i + 1], "value": [0.1 * i, 1 / 3 + i],
+                            "code_version": ["12345e1234", "0000000042"]}) for i in range(4)]
+    calls: list[int] = []
+
+    def part(i, fail=False):
+        def compute():
+            calls.append(i)
+            if fail:
+                raise Interrupted(f"part {i}")
+            return frames[i]
+        return compute
+
+    with pytest.raises(Interrupted):
+        runs.in_parts(tmp_path, "m", [part(0), part(1), part(2, fail=True), part(3)])
+    assert calls == [0, 1, 2]
+    calls.clear()
+    got, = runs.in_parts(tmp_path, "m", [part(i) for i in range(4)])
+    assert calls == [2, 3]
+    pd.testing.assert_frame_equal(got, pd.concat(frames, ignore_index=True))
+    calls.clear()
+    again, = runs.in_parts(tmp_path, "m", [part(i) for i in range(4)])
+    assert calls == [] and again.equals(got)
+    # another name is another computation
+    other, = runs.in_parts(tmp_path, "n", [part(0)])
+    assert calls == [0] and other.equals(frames[0])
+    runs.drop_parts(tmp_path, "m")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["n.part-0000.0.pkl"]
+
+
+def test_in_parts_keeps_several_tables_per_part(tmp_path):
+    """A part that returns two tables: each table is the concatenation of its own frames; a part that returns a
+    different number of tables than asked is an error naming the computation."""
+    two = [lambda i=i: (pd.DataFrame({"a": [i]}), pd.DataFrame({"b": [10 * i, 10 * i + 1]})) for i in range(3)]
+    a, b = runs.in_parts(tmp_path, "t", two, n_tables=2)
+    assert list(a.a) == [0, 1, 2] and list(b.b) == [0, 1, 10, 11, 20, 21]
+    with pytest.raises(ValueError, match="'u'.*1 tables, not 2"):
+        runs.in_parts(tmp_path, "u", [lambda: pd.DataFrame({"a": [1]})], n_tables=2)
+    empty, = runs.in_parts(tmp_path, "empty", [])
+    assert empty.empty
