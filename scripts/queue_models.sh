@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The across-models runs (notebooks/model_compare, notebooks/instruct_vs_base; issue "across models"), in the order
 # that wastes the least compute. Every step resumes from its checkpoints, so the same command continues after an
-# interruption, and a finished step only re-renders:
+# interruption (the statistics and a milestone's evaluation too), and a finished step only re-renders:
 #   0. the L2 point of C3 on Qwen2.5-Coder-0.5B (one setting, ~1 h): the committed C3 run edited
 #      with EasyEdit's L2 1, which the Qwen presets no longer take; the same run (its preset as it was, so every
 #      cached setting is reused) plus AlphaEdit at L2 10, the preset the across-models runs use;
