@@ -84,7 +84,10 @@ not_run = sorted({f"{run.model} ({run.rule} P)" + (", failed" if run.status == "
                   for run in runs.values() if run.status in ("not run yet", "failed")})
 display(Markdown(f"**Runs found** under `{root}`: {len(present)} of {len(runs)}. "
                  + (f"Not run yet: {', '.join(not_run)}." if not_run else "Every run has results.")))
-status[status.status != "not run yet"].set_index(["model", "rule"])
+(status[status.status != "not run yet"]
+ .rename(columns={"family": "Family", "folder": "Results", "status": "Status", "alphaedit milestones":
+                  "AlphaEdit milestones", "memit milestones": "MEMIT milestones", "notes": "Notes"})
+ .set_index(["model", "rule"]).rename_axis(["Model", "P rule"]))
 
 # %% [markdown]
 # ## How each model's results are made
@@ -226,10 +229,55 @@ for m in models:
 vs_memit = pd.DataFrame(rows, columns=["model", "rule", "edits", "measure", "n", "n_only_a", "n_only_b", "mean_a",
                                        "mean_b", "diff", "ci_low", "ci_high"])
 vs_memit.to_csv(out / "alphaedit_minus_memit.csv", index=False)
-(vs_memit.assign(interval=[f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi in
-                           zip(vs_memit["diff"], vs_memit.ci_low, vs_memit.ci_high)])
- .pivot_table(index=["model", "rule", "edits"], columns="measure", values="interval", aggfunc="first")
- if len(vs_memit) else vs_memit)
+
+# %% [markdown]
+# {numref}`fig-models-alphaedit-minus-memit` shows these differences at every common milestone; the table under it
+# gives them at the last one (every milestone: `alphaedit_minus_memit.csv`).
+
+# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-models-alphaedit-minus-memit", "caption": "AlphaEdit − MEMIT on each model, paired on the same records: the mean per-record difference with its paired 95% bootstrap interval at each common milestone, one colour per model; circles and solid lines: AlphaEdit with the official threshold, squares and dashed lines: with the calibrated P (both against the same MEMIT). Above the grey line AlphaEdit scores higher; higher is better for every measure."}, "image": {"alt": "Five small charts side by side, each with the number of edits on a logarithmic horizontal axis and a difference in score on the vertical axis, a grey horizontal line at zero, and per model two lines of points with vertical interval bars."}}
+panels = ["efficacy", "rewrite_acc", "generalization", "specificity", "locality"]
+fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.2), sharex=True)
+palette = dict(zip(models, sns.color_palette("tab10", len(models))))
+rule_style = {"official": ("o", "-", 0.97), "calibrated": ("s", "--", 1.03)}  # marker, line, x offset
+for ax, measure in zip(axes, panels):
+    ax.axhline(0, color="grey", lw=1)
+    for (m, r), g in vs_memit[vs_memit.measure == measure].groupby(["model", "rule"]):
+        g = g.dropna(subset=["diff"]).sort_values("edits")
+        marker, line, shift = rule_style.get(r, ("^", ":", 1.0))
+        ax.errorbar(g.edits * shift, g["diff"], yerr=[g["diff"] - g.ci_low, g.ci_high - g["diff"]], fmt=marker,
+                    ls=line, ms=4, lw=1, capsize=2, color=palette[m], label=f"{m}, {r} P")
+    ax.set(title=measure, xscale="log", xlabel="edits")
+    if common:
+        ax.set_xticks(common)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.tick_params(axis="x", labelrotation=45)
+axes[0].set_ylabel("AlphaEdit − MEMIT")
+handles, names = axes[0].get_legend_handles_labels()
+if handles:
+    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=4, fontsize=7, frameon=False)
+fig.tight_layout()
+fig.savefig(out / "alphaedit_minus_memit.png", dpi=120, bbox_inches="tight")
+
+# %% tags=["hide-input"]
+last_vs = vs_memit[vs_memit.edits == (common[-1] if common else -1)].dropna(subset=["diff"])
+if len(last_vs):
+    display(Markdown(f"At {common[-1]:,} edits, the last common milestone: points for the rates and accuracies, "
+                     "the n-gram entropy itself for fluency (not a rate); a dash: not scored there (fluency and "
+                     "consistency are scored at a run's last milestone only)."))
+
+    def cell(measure: str, d: float, lo: float, hi: float) -> str:
+        k = 1 if measure == "fluency" else 100
+        return f"{k * d:+.{2 if k == 1 else 1}f} [{k * lo:+.{2 if k == 1 else 1}f}, {k * hi:+.{2 if k == 1 else 1}f}]"
+
+    cells = last_vs.assign(cell=[cell(*row) for row in zip(last_vs.measure, last_vs["diff"], last_vs.ci_low,
+                                                            last_vs.ci_high)])
+    order = [m for m in compare.MEASURES.values() if m in set(cells.measure)]
+    table = cells.pivot_table(index=["model", "rule"], columns="measure", values="cell", aggfunc="first")
+    table = table.reindex(index=[(m, r) for m in models for r in rules if (m, r) in table.index], columns=order)
+    display(table.fillna("—").rename_axis(index=["Model", "P rule"], columns=None))
+else:
+    display(Markdown("No common milestone with both methods yet."))
 
 # %% [markdown]
 # ## The projector on each model (C5 per model, C1 across models)
@@ -318,7 +366,12 @@ weights.set_index(["model", "rule", "method", "edits"]).round(4)
 # %% tags=["hide-input"]
 cost = pd.DataFrame([run_cost(run) for run in present])
 cost.to_csv(out / "cost.csv", index=False)
-cost.set_index(["model", "rule"]).round(2) if len(cost) else Markdown("No run has results yet.")
+cost_names = {"alphaedit_edit_hours": "AlphaEdit editing (h)", "alphaedit_s_per_edit": "AlphaEdit s per edit",
+              "memit_edit_hours": "MEMIT editing (h)", "memit_s_per_edit": "MEMIT s per edit",
+              "sittings_wall_hours": "wall, recorded sittings (h)", "last_sitting_wall_hours": "wall, last sitting (h)",
+              "sittings": "Sittings", "machine": "Machine", "git_commit": "Commit"}
+(cost.set_index(["model", "rule"]).round(2).rename(columns=cost_names).rename_axis(["Model", "P rule"])
+ .fillna("—") if len(cost) else Markdown("No run has results yet."))
 
 # %% [markdown]
 # ## Verdicts

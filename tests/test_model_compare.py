@@ -439,7 +439,7 @@ def test_model_compare_chapter(results):
     cost = pd.read_csv(out / "cost.csv").set_index(["model", "rule"])
     assert cost.loc[("tiny-llama", "official"), "alphaedit_edit_hours"] == pytest.approx(4 * BATCH_SECONDS / 3600)
     assert cost.loc[("tiny-qwen-l", "official"), "memit_s_per_edit"] == pytest.approx(BATCH_SECONDS / BATCH)
-    for fig in ("models_vs_edits.png", "projector_by_model.png"):
+    for fig in ("models_vs_edits.png", "alphaedit_minus_memit.png", "projector_by_model.png"):
         assert (out / fig).stat().st_size > 1000
     # the preset's share: the C3 run found for the model its provenance names, and none for the others
     presets = pd.read_csv(out / "preset_checks.csv")
