@@ -180,9 +180,10 @@ table
 # {numref}`fig-models-vs-edits` shows each model's whole stream, so that a longer run is visible beyond the common
 # milestones (the dotted vertical line): compare the lines at or left of that line.
 
-# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-models-vs-edits", "caption": "Edit success (official efficacy, EasyEdit rewrite_acc, generalisation) and preservation (specificity, EasyEdit locality) against the number of sequential edits, one colour per model; solid: AlphaEdit with the official threshold, dashed: AlphaEdit with the calibrated P, dotted: MEMIT. Bands are 95% intervals over the evaluated records. The dotted vertical line is the last milestone every run reached: only left of it are the models compared on the same records."}, "image": {"alt": "Five line charts side by side, each with the number of edits on a logarithmic horizontal axis and a score between 0 and 1 on the vertical axis; one colour per model, solid, dashed and dotted lines for the three method and projector combinations, shaded interval bands."}}
+# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-models-vs-edits", "caption": "Edit success (official efficacy, EasyEdit rewrite_acc, generalisation) and preservation (specificity, EasyEdit locality) against the number of sequential edits, one colour per model; solid: AlphaEdit with the official threshold, dashed: AlphaEdit with the calibrated P, dotted: MEMIT. Bands are 95% intervals over the evaluated records. The dotted vertical line is the last milestone every run reached: only left of it are the models compared on the same records."}, "image": {"alt": "Five line charts in two rows, each with the number of edits on a logarithmic horizontal axis and a score between 0 and 1 on the vertical axis; one colour per model, solid, dashed and dotted lines for the three method and projector combinations, shaded interval bands."}}
 panels = ["efficacy", "rewrite_acc", "generalization", "specificity", "locality"]
-fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.4), sharex=True)
+fig, grid = plt.subplots(2, 3, figsize=(10, 6.6), sharex=False)  # five panels and the legend: legible in the book
+axes, legend_ax = grid.flat[: len(panels)], grid.flat[-1]
 palette = dict(zip(models, sns.color_palette("tab10", len(models))))
 styles = {("alphaedit", "official"): "-", ("alphaedit", "calibrated"): "--", ("memit", "official"): ":"}
 curves = scores[scores.edits > 0]
@@ -201,10 +202,12 @@ for ax, measure in zip(axes, panels):
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.tick_params(axis="x", labelrotation=45)
-axes[0].set_ylabel("score")
+for ax in grid[:, 0]:
+    ax.set_ylabel("score")
+legend_ax.axis("off")
 handles, names = axes[0].get_legend_handles_labels()
 if handles:
-    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=3, fontsize=7, frameon=False)
+    legend_ax.legend(handles, names, loc="center left", fontsize=8, frameon=False)
 fig.tight_layout()
 fig.savefig(out / "models_vs_edits.png", dpi=120, bbox_inches="tight")
 
@@ -234,9 +237,10 @@ vs_memit.to_csv(out / "alphaedit_minus_memit.csv", index=False)
 # {numref}`fig-models-alphaedit-minus-memit` shows these differences at every common milestone; the table under it
 # gives them at the last one (every milestone: `alphaedit_minus_memit.csv`).
 
-# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-models-alphaedit-minus-memit", "caption": "AlphaEdit − MEMIT on each model, paired on the same records: the mean per-record difference with its paired 95% bootstrap interval at each common milestone, one colour per model; circles and solid lines: AlphaEdit with the official threshold, squares and dashed lines: with the calibrated P (both against the same MEMIT). Above the grey line AlphaEdit scores higher; higher is better for every measure."}, "image": {"alt": "Five small charts side by side, each with the number of edits on a logarithmic horizontal axis and a difference in score on the vertical axis, a grey horizontal line at zero, and per model two lines of points with vertical interval bars."}}
+# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-models-alphaedit-minus-memit", "caption": "AlphaEdit − MEMIT on each model, paired on the same records: the mean per-record difference with its paired 95% bootstrap interval at each common milestone, one colour per model; circles and solid lines: AlphaEdit with the official threshold, squares and dashed lines: with the calibrated P (both against the same MEMIT). Above the grey line AlphaEdit scores higher; higher is better for every measure."}, "image": {"alt": "Five small charts in two rows, each with the number of edits on a logarithmic horizontal axis and a difference in score on the vertical axis, a grey horizontal line at zero, and per model two lines of points with vertical interval bars."}}
 panels = ["efficacy", "rewrite_acc", "generalization", "specificity", "locality"]
-fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.2), sharex=True)
+fig, grid = plt.subplots(2, 3, figsize=(10, 6.4), sharex=False)
+axes, legend_ax = grid.flat[: len(panels)], grid.flat[-1]
 palette = dict(zip(models, sns.color_palette("tab10", len(models))))
 rule_style = {"official": ("o", "-", 0.97), "calibrated": ("s", "--", 1.03)}  # marker, line, x offset
 for ax, measure in zip(axes, panels):
@@ -252,10 +256,12 @@ for ax, measure in zip(axes, panels):
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.tick_params(axis="x", labelrotation=45)
-axes[0].set_ylabel("AlphaEdit − MEMIT")
+for ax in grid[:, 0]:
+    ax.set_ylabel("AlphaEdit − MEMIT")
+legend_ax.axis("off")
 handles, names = axes[0].get_legend_handles_labels()
 if handles:
-    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=4, fontsize=7, frameon=False)
+    legend_ax.legend(handles, names, loc="center left", fontsize=8, frameon=False)
 fig.tight_layout()
 fig.savefig(out / "alphaedit_minus_memit.png", dpi=120, bbox_inches="tight")
 
