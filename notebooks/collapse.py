@@ -121,6 +121,7 @@ calibrated = "auto"  # calibrated.json whose rule edits one more stream ("auto":
 run_variants = None  # the streams this execution edits (None: every variant, ablation and the calibrated one)
 time_budget_min = None  # start no new edit batch after this many minutes, all variants together
 report_at = [1000, 2000]  # milestones of the closing table
+value_norm_probes = 50  # probe requests of the value-vector check on the plain stream's snapshots (0: skip it)
 quick = False
 
 # %% tags=["hide-input", "remove-output"]
@@ -527,6 +528,59 @@ for at in [m for m in (1000, 2000) if m in set(milestones)]:
         f"{s} {norm_at[(s, at)]:.2f} ({100 * loss_since_first(s, 'rewrite_acc', at):+.1f} / "
         f"{100 * loss_since_first(s, 'efficacy', at):+.1f})" for s in there) + ".")
 display(Markdown("\n".join(lines) if lines else "Fewer than three streams share a milestone from 1,000 edits on."))
+
+# %% [markdown]
+# ## Does the value vector grow? Norm-Anchor Scaling's premise
+# NAS rescales each solved value vector v* = v0 + (z − h0) to the norm of those solved on the unedited model, on the
+# premise that along a long stream v* and the edited weights amplify each other. Whether v* grows on this stream is
+# measured without editing: the same probe requests (records the stream never edits, about none of its subjects) get
+# their targets optimised with the plain stream's hyperparameters on the unedited model and on each of the plain
+# AlphaEdit stream's milestone snapshots (`alphaedit_core/value_norms.py`). The table gives the probes' mean ‖v0‖ (the
+# last edited layer's MLP output at the subject's last token, before the edit), ‖z − h0‖ (the change their target
+# asks) and ‖v*‖, and the mean ratio of each probe's ‖v*‖ to its own on the unedited model. Computed once and cached
+# beside the plain stream's checkpoints.
+
+# %% tags=["hide-input"]
+from alphaedit_core import runs
+from alphaedit_core.checkpoint import snapshot_path
+from alphaedit_core.value_norms import probe_records, value_norm_summary, value_norms
+
+
+def plain_value_norms() -> pd.DataFrame:
+    """The probes' value vectors on the unedited model and the plain AlphaEdit stream's milestone snapshots."""
+    import torch
+
+    from alphaedit_core.data import load_offline_counterfact, to_requests
+    from alphaedit_core.editor import Editor
+    from alphaedit_core.hparams import EditHParams
+    from alphaedit_core.models import load_model
+
+    torch.manual_seed(setting["seed"])
+    lm, tok = load_model(model)
+    hp = EditHParams.load(setting["hparams"] or model, **setting["overrides"])
+    edited = load_offline_counterfact(n=setting["n_edits"], seed=setting["seed"])
+    probes = to_requests(probe_records(load_offline_counterfact(), edited, value_norm_probes))
+    ed = Editor.prepare(lm, tok, hp, method=PLAIN, progress=False)
+    return value_norms(ed, probes, {0: None, **snapshots}, progress=not quick)
+
+
+plain_run = cache_dir("runs", "edit_count") / streams[PLAIN]["run_key"] / PLAIN if streams[PLAIN]["run_key"] else None
+snapshots = {m: snapshot_path(plain_run, m) for m in milestones if plain_run and snapshot_path(plain_run, m).exists()}
+value_rows = None
+if value_norm_probes and snapshots:
+    folder = cache_dir("runs", "value-norms", f"{streams[PLAIN]['run_key']}-p{value_norm_probes}-m"
+                       + "-".join(map(str, sorted(snapshots))))
+    value_rows = runs.cached_tables(folder, ["value_norms"], lambda: (plain_value_norms(),))[0]
+    value_rows.to_csv(out / "value_norms.csv", index=False)
+    value_summary = value_norm_summary(value_rows)
+    value_summary.to_csv(out / "value_norms_summary.csv", index=False)
+    display(value_summary.rename(columns={"edits": "edits", "probes": "probes", "v0_norm": "‖v0‖",
+                                          "shift_norm": "‖z − h0‖", "value_norm": "‖v*‖",
+                                          "value_ratio": "‖v*‖ / unedited", "target_steps": "Adam steps"})
+            .set_index("edits").round(3))
+else:
+    display(Markdown("Not measured: " + ("`value_norm_probes` is 0." if not value_norm_probes else
+                                         "the plain stream's milestone snapshots are not in this machine's cache.")))
 
 # %% [markdown]
 # ## Where each stream's collapse begins
