@@ -121,7 +121,8 @@ calibrated = "auto"  # calibrated.json whose rule edits one more stream ("auto":
 run_variants = None  # the streams this execution edits (None: every variant, ablation and the calibrated one)
 time_budget_min = None  # start no new edit batch after this many minutes, all variants together
 report_at = [1000, 2000]  # milestones of the closing table
-value_norm_probes = 50  # probe requests of the value-vector check on the plain stream's snapshots (0: skip it)
+value_norm_probes = 50  # probe requests of the value-vector check on the streams' snapshots (0: skip it)
+value_norm_streams = ["alphaedit", "anchor"]  # streams whose milestone snapshots the check reads (where present)
 quick = False
 
 # %% tags=["hide-input", "remove-output"]
@@ -532,13 +533,14 @@ display(Markdown("\n".join(lines) if lines else "Fewer than three streams share 
 # %% [markdown]
 # ## Does the value vector grow? Norm-Anchor Scaling's premise
 # NAS rescales each solved value vector v* = v0 + (z − h0) to the norm of those solved on the unedited model, on the
-# premise that along a long stream v* and the edited weights amplify each other. Whether v* grows on this stream is
-# measured without editing: the same probe requests (records the stream never edits, about none of its subjects) get
-# their targets optimised with the plain stream's hyperparameters on the unedited model and on each of the plain
-# AlphaEdit stream's milestone snapshots (`alphaedit_core/value_norms.py`). The table gives the probes' mean ‖v0‖ (the
-# last edited layer's MLP output at the subject's last token, before the edit), ‖z − h0‖ (the change their target
-# asks) and ‖v*‖, and the mean ratio of each probe's ‖v*‖ to its own on the unedited model. Computed once and cached
-# beside the plain stream's checkpoints.
+# premise that along a long stream v* and the edited weights amplify each other. Whether v* grows is measured without
+# editing: the same probe requests (records the stream never edits, about none of its subjects) get their targets
+# optimised with a stream's hyperparameters on the unedited model and on each of its milestone snapshots
+# (`alphaedit_core/value_norms.py`); on the anchor stream this is v* *before* NAS rescales it. The table gives the
+# probes' mean ‖v0‖ (the last edited layer's MLP output at the subject's last token, before the edit), ‖z − h0‖ (the
+# change their target asks), ‖v*‖, and the mean ratio of each probe's ‖v*‖ to its own on the unedited model. Each
+# milestone is computed once and cached beside the stream's checkpoints; a stream whose snapshots are not in this
+# machine's cache is listed as not measured.
 
 # %% tags=["hide-input"]
 from alphaedit_core import runs
@@ -546,41 +548,60 @@ from alphaedit_core.checkpoint import snapshot_path
 from alphaedit_core.value_norms import probe_records, value_norm_summary, value_norms
 
 
-def plain_value_norms() -> pd.DataFrame:
-    """The probes' value vectors on the unedited model and the plain AlphaEdit stream's milestone snapshots."""
-    import torch
+def value_norm_context() -> dict:
+    """The model, tokenizer and probe requests, loaded once (only when a milestone is not cached yet)."""
+    if "lm" not in vn_context:
+        import torch
 
-    from alphaedit_core.data import load_offline_counterfact, to_requests
-    from alphaedit_core.editor import Editor
-    from alphaedit_core.hparams import EditHParams
-    from alphaedit_core.models import load_model
+        from alphaedit_core.data import load_offline_counterfact, to_requests
+        from alphaedit_core.models import load_model
 
-    torch.manual_seed(setting["seed"])
-    lm, tok = load_model(model)
-    hp = EditHParams.load(setting["hparams"] or model, **setting["overrides"])
-    edited = load_offline_counterfact(n=setting["n_edits"], seed=setting["seed"])
-    probes = to_requests(probe_records(load_offline_counterfact(), edited, value_norm_probes))
-    ed = Editor.prepare(lm, tok, hp, method=PLAIN, progress=False)
-    return value_norms(ed, probes, {0: None, **snapshots}, progress=not quick)
+        torch.manual_seed(setting["seed"])
+        vn_context["lm"], vn_context["tok"] = load_model(model)
+        edited = load_offline_counterfact(n=setting["n_edits"], seed=setting["seed"])
+        vn_context["probes"] = to_requests(probe_records(load_offline_counterfact(), edited, value_norm_probes))
+    return vn_context
 
 
-plain_run = cache_dir("runs", "edit_count") / streams[PLAIN]["run_key"] / PLAIN if streams[PLAIN]["run_key"] else None
-snapshots = {m: snapshot_path(plain_run, m) for m in milestones if plain_run and snapshot_path(plain_run, m).exists()}
-value_rows = None
-if value_norm_probes and snapshots:
-    folder = cache_dir("runs", "value-norms", f"{streams[PLAIN]['run_key']}-p{value_norm_probes}-m"
-                       + "-".join(map(str, sorted(snapshots))))
-    value_rows = runs.cached_tables(folder, ["value_norms"], lambda: (plain_value_norms(),))[0]
+def stream_editor(name: str):
+    """An editor with the stream's method and hyperparameters (its snapshots are checked against it)."""
+    if name not in vn_editors:
+        from alphaedit_core.editor import Editor
+        from alphaedit_core.hparams import EditHParams
+
+        ctx = value_norm_context()
+        extra = {} if name == PLAIN else overrides_of(name)
+        hp = EditHParams.load(setting["hparams"] or model, **{**setting["overrides"], **extra})
+        vn_editors[name] = Editor.prepare(ctx["lm"], ctx["tok"], hp, method=streams[name]["method"], progress=False)
+    return vn_editors[name]
+
+
+vn_context, vn_editors, vn_rows, vn_missing = {}, {}, [], []
+for name in value_norm_streams if value_norm_probes else []:
+    key = streams.get(name, {}).get("run_key")
+    run = cache_dir("runs", "edit_count") / key / streams[name]["method"] if key else None
+    snaps = {m: snapshot_path(run, m) for m in milestones if run and snapshot_path(run, m).exists()}
+    if not snaps:
+        vn_missing.append(name)
+        continue
+    for m, path in {0: None, **snaps}.items():
+        folder = cache_dir("runs", "value-norms", f"{key}-p{value_norm_probes}", f"edits-{m:06d}")
+        rows = runs.cached_tables(folder, ["value_norms"], lambda path=path, m=m, name=name: (value_norms(
+            stream_editor(name), value_norm_context()["probes"], {m: path}, progress=False),))[0]
+        vn_rows.append(rows.assign(stream=name))
+if vn_rows:
+    value_rows = pd.concat(vn_rows, ignore_index=True)
     value_rows.to_csv(out / "value_norms.csv", index=False)
-    value_summary = value_norm_summary(value_rows)
+    value_summary = pd.concat([value_norm_summary(g).assign(stream=n) for n, g in value_rows.groupby("stream")])
     value_summary.to_csv(out / "value_norms_summary.csv", index=False)
-    display(value_summary.rename(columns={"edits": "edits", "probes": "probes", "v0_norm": "‖v0‖",
-                                          "shift_norm": "‖z − h0‖", "value_norm": "‖v*‖",
+    display(value_summary.rename(columns={"v0_norm": "‖v0‖", "shift_norm": "‖z − h0‖", "value_norm": "‖v*‖",
                                           "value_ratio": "‖v*‖ / unedited", "target_steps": "Adam steps"})
-            .set_index("edits").round(3))
-else:
+            .set_index(["stream", "edits"]).round(3).reindex([s for s in order if s in set(value_rows.stream)],
+                                                             level=0))
+if vn_missing or not vn_rows:
     display(Markdown("Not measured: " + ("`value_norm_probes` is 0." if not value_norm_probes else
-                                         "the plain stream's milestone snapshots are not in this machine's cache.")))
+                                         ", ".join(vn_missing or value_norm_streams)
+                                         + " (the stream's milestone snapshots are not in this machine's cache).")))
 
 # %% [markdown]
 # ## Where each stream's collapse begins

@@ -197,7 +197,7 @@ def test_collapse_notebook_runs_the_variants_compares_them_and_resumes(tiny_setu
     (tmp_path / "calibrated.json").write_text(json.dumps({"rule": rule}))
     params = dict(model=str(folder), label="tiny", results_dir=str(results), variants=variants, stream=stream,
                   ablations=ablations, calibrated=str(tmp_path / "calibrated.json"), run_streams=True,
-                  report_at=[2, 4], value_norm_probes=3)
+                  report_at=[2, 4], value_norm_probes=3, value_norm_streams=["alphaedit", "norm", "anchor"])
     others = {**variants, **ablations, "calibrated": rule}  # every stream besides plain AlphaEdit and MEMIT
     methods = {"mpes": "alphaedit", "norm": "alphaedit", "no-cache": "alphaedit_no_cache", "calibrated": "alphaedit"}
     out = results / "tiny" / "collapse"
@@ -218,13 +218,19 @@ def test_collapse_notebook_runs_the_variants_compares_them_and_resumes(tiny_setu
     summary = json.loads((out / "summary.json").read_text())
     # 4 edits cannot test a rule about 1,000 and more
     assert summary["claims"]["N1"]["verdict"] == "not testable here"
-    # NAS's premise check: the same three probes, never edited, on the unedited model and both plain snapshots
+    # NAS's premise check: the same three probes, never edited, on the unedited model and each stream's snapshots
+    # (plain and norm; this run has no anchor stream, and the chapter says so)
     from alphaedit_core.data import load_offline_counterfact
     vn = pd.read_csv(out / "value_norms.csv")
-    assert sorted(set(vn.edits)) == [0, 2, 4] and len(vn) == 9
-    assert vn.groupby("edits").case_id.apply(tuple).nunique() == 1
+    assert sorted(set(vn.stream)) == ["alphaedit", "norm"] and len(vn) == 2 * 3 * 3
+    assert sorted(set(vn.edits)) == [0, 2, 4] and vn.groupby(["stream", "edits"]).case_id.apply(tuple).nunique() == 1
     assert not set(vn.case_id) & {r["case_id"] for r in load_offline_counterfact(n=4, seed=0)}
-    assert pd.read_csv(out / "value_norms_summary.csv").value_ratio.iloc[0] == pytest.approx(1.0)
+    plain, norm = (vn[vn.stream == s].set_index(["edits", "case_id"]) for s in ("alphaedit", "norm"))
+    assert (plain.loc[0].v0_norm == norm.loc[0].v0_norm).all()  # the unedited model is the same for both
+    assert not (plain.loc[4].v0_norm == norm.loc[4].v0_norm).all()  # their edited weights are not
+    vs = pd.read_csv(out / "value_norms_summary.csv")
+    assert (vs[vs.edits == 0].value_ratio == 1.0).all()
+    assert "Not measured: anchor" in (out / "collapse.ipynb").read_text()
     assert summary["why"]["C7"]["answer"] == "not testable here"
     assert summary["edits_evaluated"] == {**{s: 4 for s in ("alphaedit", "memit", *others)}, "no-cache": 2}
     assert summary["not_run"] == []
