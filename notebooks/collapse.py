@@ -598,6 +598,12 @@ if vn_rows:
                                           "value_ratio": "‖v*‖ / unedited", "target_steps": "Adam steps"})
             .set_index(["stream", "edits"]).round(3).reindex([s for s in order if s in set(value_rows.stream)],
                                                              level=0))
+    growth = []
+    for name, g in value_summary.groupby("stream"):
+        first, last = g.set_index("edits").sort_index().iloc[[0, -1]].itertuples()
+        growth.append(f"- **{name}**, {last.Index:,} edits against the unedited model: ‖v*‖ ×{last.value_ratio:.2f}, "
+                      f"‖v0‖ ×{last.v0_norm / first.v0_norm:.2f}, ‖z − h0‖ ×{last.shift_norm / first.shift_norm:.2f}.")
+    display(Markdown("\n".join(growth)))
 if vn_missing or not vn_rows:
     display(Markdown("Not measured: " + ("`value_norm_probes` is 0." if not value_norm_probes else
                                          ", ".join(vn_missing or value_norm_streams)
