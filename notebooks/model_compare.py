@@ -71,6 +71,35 @@ root = Path(results_dir)
 out = root / label / "model_compare"
 out.mkdir(parents=True, exist_ok=True)
 sns.set_theme(style="whitegrid")
+
+
+def panel_grid(panels: list[str], height: float):
+    """Five (or fewer) panels in two rows of three, the last place kept for the legend: legible in the book."""
+    fig, grid = plt.subplots(2, 3, figsize=(10, height))
+    return fig, grid, grid.flat[: len(panels)], grid.flat[-1]
+
+
+def edits_axis(ax, ticks) -> None:
+    """A logarithmic edits axis labelled at `ticks` with plain numbers."""
+    ax.set(xscale="log", xlabel="edits")
+    ax.set_xticks(list(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.tick_params(axis="x", labelrotation=45)
+
+
+def finish_grid(fig, grid, axes, legend_ax, ylabel: str, name: str) -> None:
+    """Y labels on the left column, the first panel's legend in the spare place, saved as `out / name`."""
+    for ax in grid[:, 0]:
+        ax.set_ylabel(ylabel)
+    legend_ax.axis("off")
+    handles, names = axes[0].get_legend_handles_labels()
+    if handles:
+        legend_ax.legend(handles, names, loc="center left", fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=120, bbox_inches="tight")
+
+
 family = {m: families.get(m) or MODELS.get(m, {}).get("family") or m for m in models}
 runs = {(m, r): read_run(root, m, r, labels.get(m, {}).get(r)) for m in models for r in rules}
 present = [run for run in runs.values() if run.raw is not None]
@@ -182,8 +211,7 @@ table
 
 # %% tags=["hide-input"] mystnb={"figure": {"name": "fig-models-vs-edits", "caption": "Edit success (official efficacy, EasyEdit rewrite_acc, generalisation) and preservation (specificity, EasyEdit locality) against the number of sequential edits, one colour per model; solid: AlphaEdit with the official threshold, dashed: AlphaEdit with the calibrated P, dotted: MEMIT. Bands are 95% intervals over the evaluated records. The dotted vertical line is the last milestone every run reached: only left of it are the models compared on the same records."}, "image": {"alt": "Five line charts in two rows, each with the number of edits on a logarithmic horizontal axis and a score between 0 and 1 on the vertical axis; one colour per model, solid, dashed and dotted lines for the three method and projector combinations, shaded interval bands."}}
 panels = ["efficacy", "rewrite_acc", "generalization", "specificity", "locality"]
-fig, grid = plt.subplots(2, 3, figsize=(10, 6.6), sharex=False)  # five panels and the legend: legible in the book
-axes, legend_ax = grid.flat[: len(panels)], grid.flat[-1]
+fig, grid, axes, legend_ax = panel_grid(panels, 6.6)
 palette = dict(zip(models, sns.color_palette("tab10", len(models))))
 styles = {("alphaedit", "official"): "-", ("alphaedit", "calibrated"): "--", ("memit", "official"): ":"}
 curves = scores[scores.edits > 0]
@@ -197,19 +225,9 @@ for ax, measure in zip(axes, panels):
         ax.fill_between(g.edits, g.ci_low, g.ci_high, color=palette[m], alpha=0.12)
     if common:
         ax.axvline(common[-1], color="grey", ls=":", lw=1)
-    ax.set(title=measure, xscale="log", xlabel="edits", ylim=(-0.02, 1.02))
-    ax.set_xticks(sorted(set(curves.edits)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.tick_params(axis="x", labelrotation=45)
-for ax in grid[:, 0]:
-    ax.set_ylabel("score")
-legend_ax.axis("off")
-handles, names = axes[0].get_legend_handles_labels()
-if handles:
-    legend_ax.legend(handles, names, loc="center left", fontsize=8, frameon=False)
-fig.tight_layout()
-fig.savefig(out / "models_vs_edits.png", dpi=120, bbox_inches="tight")
+    ax.set(title=measure, ylim=(-0.02, 1.02))
+    edits_axis(ax, sorted(set(curves.edits)))
+finish_grid(fig, grid, axes, legend_ax, "score", "models_vs_edits.png")
 
 # %% [markdown]
 # ## AlphaEdit − MEMIT on each model, paired on the same records
@@ -239,9 +257,7 @@ vs_memit.to_csv(out / "alphaedit_minus_memit.csv", index=False)
 
 # %% tags=["hide-input"] mystnb={"figure": {"name": "fig-models-alphaedit-minus-memit", "caption": "AlphaEdit − MEMIT on each model, paired on the same records: the mean per-record difference with its paired 95% bootstrap interval at each common milestone, one colour per model; circles and solid lines: AlphaEdit with the official threshold, squares and dashed lines: with the calibrated P (both against the same MEMIT). Above the grey line AlphaEdit scores higher; higher is better for every measure."}, "image": {"alt": "Five small charts in two rows, each with the number of edits on a logarithmic horizontal axis and a difference in score on the vertical axis, a grey horizontal line at zero, and per model two lines of points with vertical interval bars."}}
 panels = ["efficacy", "rewrite_acc", "generalization", "specificity", "locality"]
-fig, grid = plt.subplots(2, 3, figsize=(10, 6.4), sharex=False)
-axes, legend_ax = grid.flat[: len(panels)], grid.flat[-1]
-palette = dict(zip(models, sns.color_palette("tab10", len(models))))
+fig, grid, axes, legend_ax = panel_grid(panels, 6.4)
 rule_style = {"official": ("o", "-", 0.97), "calibrated": ("s", "--", 1.03)}  # marker, line, x offset
 for ax, measure in zip(axes, panels):
     ax.axhline(0, color="grey", lw=1)
@@ -250,20 +266,9 @@ for ax, measure in zip(axes, panels):
         marker, line, shift = rule_style.get(r, ("^", ":", 1.0))
         ax.errorbar(g.edits * shift, g["diff"], yerr=[g["diff"] - g.ci_low, g.ci_high - g["diff"]], fmt=marker,
                     ls=line, ms=4, lw=1, capsize=2, color=palette[m], label=f"{m}, {r} P")
-    ax.set(title=measure, xscale="log", xlabel="edits")
-    if common:
-        ax.set_xticks(common)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.tick_params(axis="x", labelrotation=45)
-for ax in grid[:, 0]:
-    ax.set_ylabel("AlphaEdit − MEMIT")
-legend_ax.axis("off")
-handles, names = axes[0].get_legend_handles_labels()
-if handles:
-    legend_ax.legend(handles, names, loc="center left", fontsize=8, frameon=False)
-fig.tight_layout()
-fig.savefig(out / "alphaedit_minus_memit.png", dpi=120, bbox_inches="tight")
+    ax.set(title=measure)
+    edits_axis(ax, common)
+finish_grid(fig, grid, axes, legend_ax, "AlphaEdit − MEMIT", "alphaedit_minus_memit.png")
 
 # %% tags=["hide-input"]
 last_vs = vs_memit[vs_memit.edits == (common[-1] if common else -1)].dropna(subset=["diff"])
