@@ -606,7 +606,8 @@ if vn_rows:
     display(Markdown("\n".join(growth)))
 if vn_missing or not vn_rows:
     display(Markdown("Not measured: " + ("`value_norm_probes` is 0." if not value_norm_probes else
-                                         ", ".join(vn_missing or value_norm_streams)
+                                         ", ".join(("plain AlphaEdit" if n == PLAIN else n)
+                                                   for n in (vn_missing or value_norm_streams))
                                          + " (the stream's milestone snapshots are not in this machine's cache).")))
 
 # %% [markdown]
