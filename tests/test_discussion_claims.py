@@ -422,3 +422,19 @@ def test_the_value_vectors_grow_by_about_a_third_and_anchoring_them_does_not_hel
     for family, metric in (("easyedit", "rewrite_acc"), ("official", "efficacy")):
         assert paired_at("collapse/paired_vs_plain.csv", "anchor", 1000, family, metric).ci_low <= 0, metric
     assert max(last.loc["anchor"].index) < 2000, "the anchor stream has finished: update the discussion's paragraph"
+
+
+def test_the_norm_penalty_alone_keeps_rewrites_at_1000_edits_without_stopping_early():
+    """"Halfway, the norm penalty alone points to the norm: without stopping any target optimisation early (it takes
+    ... Adam steps per request, plain AlphaEdit ...), it moves the last edited layer by [less] ... and keeps rewrite
+    accuracy ... above plain AlphaEdit's, at equal efficacy"."""
+    mech = table("collapse/mechanism.csv")
+    last = mech[mech.layer == mech.layer.max()].set_index(["stream", "edits"])
+    if ("norm", 1000) not in last.index:
+        pytest.skip("the norm stream has not reached 1,000 edits")
+    assert abs(last.target_steps_mean["norm", 1000] - last.target_steps_mean["alphaedit", 1000]) < 2
+    assert last.target_steps_mean["norm", 1000] > 2 * last.target_steps_mean["mpes", 1000]  # not stopped early
+    assert last.relative_change["norm", 1000] < last.relative_change["alphaedit", 1000]
+    assert paired_at("collapse/paired_vs_plain.csv", "norm", 1000, "easyedit", "rewrite_acc").ci_low > 0
+    eff = paired_at("collapse/paired_vs_plain.csv", "norm", 1000, "official", "efficacy")
+    assert eff.ci_low <= 0 <= eff.ci_high
