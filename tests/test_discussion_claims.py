@@ -397,18 +397,19 @@ def test_without_p_the_memory_alone_edits_no_better_than_memit():
     assert last["p-identity"] < last["alphaedit"] and last["no-cache"] < last["alphaedit"]
 
 
-def test_the_value_vectors_grow_by_about_a_third_and_anchoring_them_does_not_help_yet():
-    """NAS's premise "holds only weakly": v* "grows by about a third and levels off" (×1.15–1.6 at 1,000 and 1,500
-    edits, growing less between them than before), "most of that growth is ... v0, which doubles", ‖z − h0‖ "grows
-    only"; after anchoring the batches ask less; "the weights move a little less than plain AlphaEdit's" (and at least
-    nine tenths as far at every milestone); "the edits do not last longer" (neither interval above 0 at 1,000 edits);
-    "The anchor stream's last 500 edits are still running" (fails once it reaches 2,000: update the paragraph)."""
+def test_the_value_vectors_grow_by_about_a_third_and_anchoring_them_helps_only_at_the_end():
+    """NAS "helps only at the end"; its premise "holds only weakly": v* "grows by about a third and levels off"
+    (×1.15–1.6 at 1,000 and 2,000 edits, growing less after 1,000 than before), "most of that growth is ... v0, which
+    doubles", ‖z − h0‖ "grows only"; after anchoring the batches ask less; "the weights move a little less than plain
+    AlphaEdit's" (between 0.85 and 1 times as far at every milestone); "The edits fade no slower until plain AlphaEdit
+    collapses" (no interval above 0 at 1,000 edits; efficacy and rewrite accuracy above 0 at 2,000, locality
+    unchanged)."""
     vn = table("collapse/value_norms_summary.csv")
     vn = vn[vn.stream == "anchor"].set_index("edits")
-    if not {0, 1000, 1500} <= set(vn.index):
-        pytest.skip("the value-vector check has not reached 1,500 edits of the anchor stream")
-    assert 1.15 < vn.value_ratio[1000] < 1.6 and 1.15 < vn.value_ratio[1500] < 1.6
-    assert vn.value_ratio[1500] - vn.value_ratio[1000] < vn.value_ratio[1000] - vn.value_ratio[0]
+    if not {0, 1000, 2000} <= set(vn.index):
+        pytest.skip("the value-vector check has not reached 2,000 edits of the anchor stream")
+    assert 1.15 < vn.value_ratio[1000] < 1.6 and 1.15 < vn.value_ratio[2000] < 1.6
+    assert vn.value_ratio[2000] - vn.value_ratio[1000] < vn.value_ratio[1000] - vn.value_ratio[0]
     assert 1.7 < vn.v0_norm[1000] / vn.v0_norm[0] < 2.3
     assert vn.shift_norm[1000] / vn.shift_norm[0] < vn.v0_norm[1000] / vn.v0_norm[0]
     v_growth, v0_growth = vn.value_norm[1000] - vn.value_norm[0], vn.v0_norm[1000] - vn.v0_norm[0]
@@ -418,10 +419,12 @@ def test_the_value_vectors_grow_by_about_a_third_and_anchoring_them_does_not_hel
     assert last.target_shift_mean["anchor", 1000] < vn.shift_norm[1000]
     shared = sorted(set(last.loc["anchor"].index) & set(last.loc["alphaedit"].index))
     ratio = [last.relative_change["anchor", e] / last.relative_change["alphaedit", e] for e in shared]
-    assert all(0.9 <= r <= 1.0 for r in ratio), dict(zip(shared, ratio))
+    assert all(0.85 <= r <= 1.0 for r in ratio), dict(zip(shared, ratio))
     for family, metric in (("easyedit", "rewrite_acc"), ("official", "efficacy")):
         assert paired_at("collapse/paired_vs_plain.csv", "anchor", 1000, family, metric).ci_low <= 0, metric
-    assert max(last.loc["anchor"].index) < 2000, "the anchor stream has finished: update the discussion's paragraph"
+        assert paired_at("collapse/paired_vs_plain.csv", "anchor", 2000, family, metric).ci_low > 0, metric
+    loc = paired_at("collapse/paired_vs_plain.csv", "anchor", 2000, "easyedit", "locality")
+    assert loc.ci_low <= 0 <= loc.ci_high
 
 
 def test_the_norm_penalty_alone_keeps_rewrites_at_1000_edits_without_stopping_early():
