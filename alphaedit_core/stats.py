@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -233,6 +233,27 @@ def _skip_tokens(windows: Iterator[list[int]], n: int) -> Iterator[list[int]]:
         skipped += len(w)
 
 
+def _read_metadata(path: Path, corrupt: Callable[[str], CorruptStatsError]) -> dict[str, str]:
+    """The metadata of a safetensors file; `corrupt(why)` raised when it cannot be read."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise corrupt(f"{type(err).__name__}: {err}") from err
+
+
+def _read_tensors(path: Path, corrupt: Callable[[str], CorruptStatsError]) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; `corrupt(why)` raised when they cannot be read."""
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise corrupt(f"{type(err).__name__}: {err}") from err
+
+
 def _write_journal(path: Path, journal_id: str, sums: dict[int, torch.Tensor], counted: int) -> None:
     """The running sums {layer: [d_ff, d_ff] float64} and the tokens counted, written whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -248,15 +269,12 @@ def _read_journal(path: Path, journal_id: str, layers: list[int], d: int
     path = Path(path)
     if not path.exists():
         return None
-    from safetensors import SafetensorError, safe_open
 
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CorruptStatsError(f"statistics journal {path} is unreadable ({type(err).__name__}: {err}); delete it "
-                                f"to start the statistics again") from err
+    def corrupt(why: str) -> CorruptStatsError:
+        return CorruptStatsError(f"statistics journal {path} is unreadable ({why}); delete it to start the statistics "
+                                 f"again")
+
+    meta, tensors = _read_metadata(path, corrupt), _read_tensors(path, corrupt)
     if meta.get("journal_id") != journal_id or meta.get("layers") != json.dumps(sorted(layers)):
         raise CorruptStatsError(f"statistics journal {path} belongs to another computation (id "
                                 f"{meta.get('journal_id')!r}, layers {meta.get('layers')}; wanted {journal_id!r}, "
@@ -332,16 +350,10 @@ def load_stats(key: StatsKey, root: Path, path: Path | None = None) -> torch.Ten
     path = Path(path) if path is not None else key.path(root)
     if not path.exists():
         return None
-    from safetensors import SafetensorError, safe_open
-
     def corrupt(why: str) -> CorruptStatsError:
         return CorruptStatsError(f"statistics file {path} is unreadable or incomplete ({why}); delete it to recompute")
 
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise corrupt(f"{type(err).__name__}: {err}") from err
+    meta = _read_metadata(path, corrupt)
     expected = {k: str(v) for k, v in asdict(key).items()}
     wrong = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
     if wrong:
@@ -350,10 +362,7 @@ def load_stats(key: StatsKey, root: Path, path: Path | None = None) -> torch.Ten
     counted = meta.get("tokens_counted")
     if key.n_tokens is not None and counted is not None and counted != str(key.n_tokens):
         raise corrupt(f"it records {counted} tokens counted, the key asks for {key.n_tokens}")
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise corrupt(f"{type(err).__name__}: {err}") from err
+    tensors = _read_tensors(path, corrupt)
     if "cov" not in tensors:
         raise corrupt(f"no 'cov' tensor, only {sorted(tensors)}")
     return tensors["cov"]
