@@ -166,9 +166,13 @@ def plan(model: str, rule: str, results_root: str | Path, *, n_edits: int | None
         raise ValueError(f"n_edits={n}: below {PREFIX_MIN} the seeded sample is not the first {n} records of the "
                          f"{STREAM}-edit stream (random.sample switches algorithm); draw {PREFIX_MIN} or more and "
                          "stop earlier (stop_after_edits)")
+    milestones = [m for m in MILESTONES if m <= target]
+    if stop_after_edits is not None and stop_after_edits not in milestones:
+        raise ValueError(f"stop_after_edits={stop_after_edits}: stop at one of the milestones {milestones} (edits "
+                         "past the last milestone reached would be made and never scored)")
     stop = stop_after_edits or (target if target < n else None)
     label = run_label(model, rule)
-    edit_count = dict(model=model, label=label, n_edits=n, milestones=[m for m in MILESTONES if m <= target])
+    edit_count = dict(model=model, label=label, n_edits=n, milestones=milestones)
     if spec.get("fluency_cap", 50) != 50:  # 50: edit_count's default
         edit_count["fluency_cap"] = spec["fluency_cap"]
     overrides, source = {}, "the preset's absolute threshold (nullspace_threshold)"
@@ -324,8 +328,10 @@ def read_run(results_root: str | Path, model: str, rule: str, label: str | None 
     planned = run.summary.get("n_edits_planned") or run.provenance.get("parameters", {}).get("n_edits")
     if shared and shared["row"] and planned is None:
         planned = int(shared["row"]["edits_planned"])
-    target = (run.provenance.get("parameters", {}).get("stop_after_edits")
-              or (MODELS.get(model, {}).get("edits") if planned is None else None) or planned)
+    # the model's guide size, not where a sitting was told to stop (`run_model(stop_after=...)`): a run stopped
+    # short of it is partial
+    target = (MODELS.get(model, {}).get("edits") or run.provenance.get("parameters", {}).get("stop_after_edits")
+              or planned)
     last = max((max(v) for v in run.reached.values() if v), default=0)
     run.status = "complete" if target and last >= target else "partial"
     if rule == "calibrated":
@@ -750,10 +756,13 @@ def _notebook_parameters(name: str, notebooks: Path) -> set[str]:
 
 
 def run_model(model: str, rule: str, results_root: Path, *, jobs: int = 1, time_budget: float | None = None,
-              only: Iterable[str] = ("projection_check", "edit_count"), hparams: str = "") -> None:
+              only: Iterable[str] = ("projection_check", "edit_count"), hparams: str = "",
+              stop_after: int | None = None) -> None:
     """Produce or resume one (model, rule) run: projection_check (official rule; the calibrated rule once
     projection_check builds P with nullspace_mode) then edit_count, into results/<label>/; each sitting is
-    appended to results/<label>/edit_count/sittings.jsonl (wall time, edits done before and after)."""
+    appended to results/<label>/edit_count/sittings.jsonl (wall time, edits done before and after).
+    `stop_after`: stop (and render) at this milestone, short of the model's guide size; the same run continues
+    later without it (same records, milestones and checkpoints)."""
     import datetime
     import os
     import time
@@ -762,8 +771,9 @@ def run_model(model: str, rule: str, results_root: Path, *, jobs: int = 1, time_
 
     notebooks = ROOT / "notebooks"
     rel = os.path.relpath(Path(results_root).resolve(), notebooks)
-    p = plan(model, rule, results_root, hparams=hparams)
-    print(f"== {model}, {rule} P: {p['rule_source']}", flush=True)
+    p = plan(model, rule, results_root, hparams=hparams, stop_after_edits=stop_after)
+    print(f"== {model}, {rule} P: {p['rule_source']}"
+          + (f"; this sitting stops at {stop_after} of {p['edits']} edits" if stop_after else ""), flush=True)
     if "projection_check" in only:
         folder = Path(results_root) / p["label"] / "projection_check"
         if rule == "calibrated" and "nullspace_mode" not in (ROOT / "notebooks" / "projection_check.py").read_text():
@@ -870,6 +880,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--jobs", type=int, default=1, help="run: edit_count's methods in parallel processes")
     ap.add_argument("--time-budget", type=float, default=None, metavar="MIN",
                     help="run: start no new edit batch after MIN minutes (the same command resumes)")
+    ap.add_argument("--stop-after", type=int, default=None, metavar="EDITS",
+                    help="run: stop at this milestone, short of the model's guide size (the same run continues "
+                         "later without it)")
     ap.add_argument("--results", default=str(ROOT / "results"), help="results root")
     args = ap.parse_args(argv)
     root = Path(args.results)
@@ -882,7 +895,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.model:
             ap.error("run needs --model")
         run_model(args.model, args.rule, root, jobs=args.jobs, time_budget=args.time_budget,
-                  only=[n for n in args.only.split(",") if n], hparams=args.hparams)
+                  only=[n for n in args.only.split(",") if n], hparams=args.hparams, stop_after=args.stop_after)
     else:
         run_chapters(root)
 

@@ -469,3 +469,32 @@ def test_instruct_vs_base_chapter(results):
                  ROOT / "notebooks", timeout=300)
     pair = json.loads((results / "pair" / "instruct_vs_base" / "summary.json").read_text())
     assert pair["claims"]["C9"]["verdict"] == "reproduced"
+
+
+def test_a_sitting_can_stop_at_a_milestone_short_of_the_guide_and_the_run_stays_partial(tmp_path):
+    staged = plan("gemma3-270m", "official", tmp_path, stop_after_edits=500)["edit_count"]
+    # the same stream as the whole run (records, milestones), told to stop at 500: continuing later is a resume
+    whole = plan("gemma3-270m", "official", tmp_path)["edit_count"]
+    assert staged == dict(whole, stop_after_edits=500) and whole["milestones"] == [100, 200, 500, 1000]
+    for bad in (300, 2000):  # between milestones: edits never scored; past the guide: no milestone there
+        with pytest.raises(ValueError, match="one of the milestones"):
+            plan("gemma3-270m", "official", tmp_path, stop_after_edits=bad)
+    # a run rendered at 500 edits of Gemma's 1,000 is partial, whatever its sitting was told
+    folder = tmp_path / "gemma3-270m" / "edit_count"
+    folder.mkdir(parents=True)
+    rows = [dict(case_id=c, family="official", prompt_kind="rewrite", metric="efficacy", value=1.0,
+                 method="alphaedit", edits=e) for e in (0, 100, 200, 500) for c in (1, 2)]
+    pd.DataFrame(rows).to_csv(folder / "metrics_raw-alphaedit.csv", index=False)
+    (folder / "provenance.json").write_text(json.dumps(dict(status="completed", parameters=staged)))
+    (folder / "summary.json").write_text(json.dumps(dict(n_edits_planned=1000)))
+    run = compare.read_run(tmp_path, "gemma3-270m", "official")
+    assert run.reached == {"alphaedit": [100, 200, 500]} and run.status == "partial"
+    # Qwen-1.5B draws 400 records and stops at its guide's 200: complete there
+    folder = tmp_path / "qwen2.5-coder-1.5b-instruct" / "edit_count"
+    folder.mkdir(parents=True)
+    small = plan("qwen2.5-coder-1.5b-instruct", "official", tmp_path)["edit_count"]
+    rows = [dict(r, edits=e) for r in rows[:2] for e in (0, 100, 200)]
+    pd.DataFrame(rows).to_csv(folder / "metrics_raw-alphaedit.csv", index=False)
+    (folder / "provenance.json").write_text(json.dumps(dict(status="completed", parameters=small)))
+    (folder / "summary.json").write_text(json.dumps(dict(n_edits_planned=400)))
+    assert compare.read_run(tmp_path, "qwen2.5-coder-1.5b-instruct", "official").status == "complete"
