@@ -185,11 +185,13 @@ compare.round(3)
 # %% tags=["hide-input"]
 memit = Editor.prepare(lm, tok, hp, method="memit", progress=False)
 alpha = Editor.prepare(lm, tok, hp, method="alphaedit", progress=False)
-shared = all(torch.equal(memit.covs[l].cpu(), alpha.covs[l].cpu()) and torch.equal(memit.covs[l].cpu(), covs[l].cpu())
-             for l in hp.layers)  # on the CPU: MEMIT moves its C to each layer's device (a GPU), AlphaEdit keeps it
+# on the CPU: each editor moves what it reads to its layer's device (a GPU); AlphaEdit keeps P, not C
+shared = all(torch.equal(memit.covs[l].cpu(), covs[l].cpu())
+             and torch.equal(alpha.projectors[l].basis.cpu(), projectors[l].basis.cpu()) for l in hp.layers)
 files = [StatsKey(fingerprint, adapter.mlp_out_names[l], corpus.identity, hp.mom2_n_tokens, hp.mom2_seq_len,
                   hp.mom2_dtype).path(cache_dir("stats")) for l in hp.layers]
-print(f"MEMIT and AlphaEdit use the same C: {shared}; files: {[f.name for f in files]}")
+print(f"MEMIT's C is the statistics file's and AlphaEdit's P is built from that same C: {shared}; "
+      f"files: {[f.name for f in files]}")
 
 # %% [markdown]
 # ## Verdicts

@@ -33,9 +33,10 @@ step "qwen2.5-coder-0.5b-instruct, official P" run qwen2.5-coder-0.5b-instruct o
 ( step "gemma3-270m, calibrated P, to 500 edits" one_thread run gemma3-270m calibrated --stop-after 500 ) &
 ( step "qwen2.5-coder-0.5b-instruct, calibrated P" one_thread run qwen2.5-coder-0.5b-instruct calibrated ) &
 wait
-# memory: each Qwen-1.5B process holds the fp32 model (6.2 GB) and, per edited layer, [8960, 8960] matrices (C,
-# cache_c, P's basis: ~0.8 GB a layer); estimated peak ~12 GB a process, so the two jobs want ~24 GB: run nothing
-# beside them on a 24 GiB machine (or pass --jobs 1 there, at about twice the wall time)
+# memory: each Qwen-1.5B process holds the fp32 model (6.2 GB) and, per edited layer, [8960, 8960] float32
+# matrices (0.32 GB each): AlphaEdit's cache_c and P's basis, MEMIT's C (an editor keeps only what its solve reads);
+# estimated peak ~10 GB a process, ~20 GB for the two jobs: run nothing beside them on a 24 GiB machine (or pass
+# --jobs 1 there, at about twice the wall time)
 step "qwen2.5-coder-1.5b-instruct, official P" run qwen2.5-coder-1.5b-instruct official --jobs 2
 ( step "qwen2.5-coder-1.5b-instruct, calibrated P" one_thread run qwen2.5-coder-1.5b-instruct calibrated ) &
 ( step "smollm2-135m-instruct, calibrated P check" one_thread run smollm2-135m-instruct calibrated ) &

@@ -744,23 +744,30 @@ def test_prepare_builds_statistics_and_projectors_from_the_hparams(tmp_path):
     kept = {l: int((ev[l] < threshold).sum()) for l in layers}
     assert all(5 <= k <= 60 for k in kept.values()), kept
     hp = hparams(layers=layers, mom2_n_tokens=n, mom2_seq_len=seq_len, nullspace_threshold=threshold)
+    m = Editor.prepare(model, tok, hp, method="memit", corpus=TextCorpus(DOCS, "t"), fingerprint="tiny",
+                       stats_root=tmp_path, templates=TEMPLATES, progress=False)
+    assert m.method == "memit" and not m.projectors  # MEMIT keeps C, no P
+    for l in layers:
+        assert rel(m.covs[l], C[l]) < 1e-6
+    assert len(list(tmp_path.rglob("*.safetensors"))) == len(layers)
     ed = Editor.prepare(model, tok, hp, corpus=TextCorpus(DOCS, "t"), fingerprint="tiny", stats_root=tmp_path,
                         templates=TEMPLATES, progress=False)
     for l in layers:
-        assert rel(ed.covs[l], C[l]) < 1e-6
         assert ed.projectors[l].n_kept == kept[l]
+        # projection_check's C2: AlphaEdit's P is the one built from MEMIT's C
+        assert torch.equal(ed.projectors[l].basis, projector_from_cov(m.covs[l], threshold=threshold).basis)
     assert ed.method == "alphaedit" and ed.templates == TEMPLATES
-    assert len(list(tmp_path.rglob("*.safetensors"))) == len(layers)
+    assert not ed.covs  # AlphaEdit solves with P and cache_c: it keeps no [d_ff, d_ff] C per layer
+    assert len(list(tmp_path.rglob("*.safetensors"))) == len(layers)  # read back from the cache, not recomputed
     e = Editor.prepare(model, tok, hp.replace(nullspace_mode="energy", nullspace_energy=0.2),
                        corpus=TextCorpus(DOCS, "t"), fingerprint="tiny", stats_root=tmp_path, templates=TEMPLATES,
                        progress=False)
     for l in layers:
         share = torch.cumsum(ev[l].clamp_min(0), 0) / ev[l].clamp_min(0).sum()
         assert e.projectors[l].n_kept == int((share <= 0.2).sum())
-        assert torch.equal(e.covs[l], ed.covs[l])  # read back from the cache
-    m = Editor.prepare(model, tok, hp, method="memit", corpus=TextCorpus(DOCS, "t"), fingerprint="tiny",
-                       stats_root=tmp_path, templates=TEMPLATES, progress=False)
-    assert m.method == "memit" and all(torch.equal(m.covs[l], ed.covs[l]) for l in layers)
+    m2 = Editor.prepare(model, tok, hp, method="memit", corpus=TextCorpus(DOCS, "t"), fingerprint="tiny",
+                        stats_root=tmp_path, templates=TEMPLATES, progress=False)
+    assert all(torch.equal(m2.covs[l], m.covs[l]) for l in layers)  # read back from the cache
 
 
 # ============================================================================================ context templates
