@@ -113,10 +113,15 @@ not_run = sorted({f"{run.model} ({run.rule} P)" + (", failed" if run.status == "
                   for run in runs.values() if run.status in ("not run yet", "failed")})
 display(Markdown(f"**Runs found** under `{root}`: {len(present)} of {len(runs)}. "
                  + (f"Not run yet: {', '.join(not_run)}." if not_run else "Every run has results.")))
-(status[status.status != "not run yet"]
- .rename(columns={"family": "Family", "folder": "Results", "status": "Status", "alphaedit milestones":
-                  "AlphaEdit milestones", "memit milestones": "MEMIT milestones", "notes": "Notes"})
- .set_index(["model", "rule"]).rename_axis(["Model", "P rule"]))
+shown = status[status.status != "not run yet"]
+display(shown.assign(model=shown.model + " (" + shown.family + ")")
+        .drop(columns=["family", "folder", "notes"])
+        .rename(columns={"status": "Status", "alphaedit milestones": "AlphaEdit milestones",
+                         "memit milestones": "MEMIT milestones"})
+        .set_index(["model", "rule"]).rename_axis(["Model (family)", "P rule"]))
+notes = [f"- **{row.model}, {row.rule} P** (`{row.folder}`): {row.notes}" for row in shown.itertuples() if row.notes]
+if notes:  # in full here: a table cell would cut them
+    display(Markdown("\n".join(notes)))
 
 # %% [markdown]
 # ## How each model's results are made
@@ -365,7 +370,8 @@ for run in present:
                               drift=g.drift.mean()))
 weights = pd.DataFrame(diag_rows, columns=["model", "rule", "method", "edits", "relative_change", "condition", "drift"])
 weights.to_csv(out / "weights_by_model.csv", index=False)
-weights.set_index(["model", "rule", "method", "edits"]).round(4)
+(weights.set_index(["model", "rule", "method", "edits"]).round({"relative_change": 3, "condition": 0, "drift": 3})
+ .rename(columns={"relative_change": "‖W − W⁰‖/‖W⁰‖", "condition": "condition number", "drift": "drift"}))
 
 # %% [markdown]
 # ## What each run cost
