@@ -2,6 +2,8 @@
 in docstrings, the progress-bar paths, the editor's bookkeeping. Each expectation is written out by hand."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from tiny import REQUESTS, TEXT, tiny_model, tiny_tokenizer
@@ -192,3 +194,77 @@ def test_a_loss_equal_to_the_early_stop_loss_does_not_stop(fast):
     tie = float(first.loss[0])  # a float32 value, exactly representable as a float
     again = find(model, tok, a, REQUESTS[:1], TEMPLATES, hp(v_num_grad_steps=3, early_stop_loss=tie))
     assert again.steps.tolist()[0] >= 1
+
+
+# ------------------------------------------------------------------ gaps left open by the 15 % run, pinned since
+@pytest.mark.parametrize("template,subject,pos,token", [
+    ("{}n is", "Berli", 3, "lin"),  # <s> B er lin Ġis: the subject ends inside "lin" (chars 3-6, subject ends at 5)
+    ("{}ux speaks", "Danielle Darrie", 2, "ĠDarrieux"),  # <s> Danielle ĠDarrieux Ġs peak s
+])
+def test_subject_glued_to_the_text_after_it_ends_in_the_token_that_holds_its_last_character(template, subject, pos,
+                                                                                            token):
+    """Hand-read on the tiny tokenizer. Counting the tokens of prefix + subject (the slow tokenizers' rule) gives
+    one past this token here ("Berli" alone is <s> B er li ...: 4 tokens), so a fast tokenizer sent down the slow
+    path (prompts.subject_last_index's `is_fast` check) reads the wrong position."""
+    from alphaedit_core.prompts import subject_last_index
+
+    tok = tiny_tokenizer()
+    ids, idx = subject_last_index(tok, template, subject)
+    assert tok.convert_ids_to_tokens(ids)[pos] == token
+    assert len(tok(template.split("{}")[0] + subject).input_ids) - 1 != pos  # the slow rule would miss it
+    assert idx == pos
+
+
+def test_an_appended_end_token_is_never_the_subjects_last_token():
+    """A tokenizer whose post-processor appends </s> (offsets (0, 0), like <s>): the subject's last token is still
+    the one holding its last character, not the zero-width </s> at the end."""
+    from tokenizers import processors
+
+    from alphaedit_core.prompts import subject_last_index
+
+    tok = copy.deepcopy(tiny_tokenizer())  # the shared one (cached) stays as it is
+    tok._tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A </s>",
+                                                                  special_tokens=[("<s>", 1), ("</s>", 2)])
+    ids, idx = subject_last_index(tok, "The capital of {}", "France")  # <s> The Ġcapital Ġof ĠF ran ce </s>
+    assert tok.convert_ids_to_tokens(ids)[-1] == "</s>"
+    assert idx == 6 and tok.convert_ids_to_tokens(ids)[idx] == "ce"
+
+
+def test_per_request_targets_on_a_float64_model_equal_the_batched_ones():
+    """δ is optimised in float32 and added to a float64 hidden state: the per-request optimiser (fast_targets=False)
+    must cast it, as the batched one does; the two agree as on a float32 model."""
+    from alphaedit_core.targets import compute_targets, compute_targets_reference
+    from tiny import assert_same_targets
+
+    model, tok = tiny_model("llama").double(), tiny_tokenizer()
+    a = ModelAdapter.from_model(model)
+    ref = compute_targets_reference(model, tok, a, REQUESTS[:2], TEMPLATES, hp())
+    fast = compute_targets(model, tok, a, REQUESTS[:2], TEMPLATES, hp())
+    assert_same_targets(fast, ref)
+
+
+@pytest.mark.parametrize("bos", [False, True])
+def test_batched_targets_with_one_token_subjects_at_the_start(bos):
+    """One-token subjects that open the prompt: the KL rows ("{} is a") put the subject's last token at position 0
+    without BOS (GPT-2's kind of tokenizer; their group has no prefix to cache, P = 0) and at 1 with it (the prefix
+    is the BOS column alone, P = 1); with the bare template "{}" the rewriting rows do too. Batched targets must equal
+    the per-request ones in both."""
+    from tokenizers import processors
+
+    from alphaedit_core.requests import EditRequest
+    from alphaedit_core.targets import compute_targets, compute_targets_reference
+    from tiny import assert_same_targets
+
+    model, tok = tiny_model("llama"), copy.deepcopy(tiny_tokenizer())  # the shared one (cached) stays as it is
+    if not bos:
+        tok._tokenizer.post_processor = processors.TemplateProcessing(single="$A", special_tokens=[])
+    requests = [EditRequest("{} speaks", "Danielle", "English", "French", case_id=0),
+                EditRequest("{} was created by", "The", "Apple", "Google", case_id=1)]
+    for r in requests:
+        assert tok(r.prompt.format(r.subject)).input_ids[:2 if bos else 1] == tok(r.subject).input_ids
+        assert len(tok(r.subject).input_ids) == 1 + bos  # one token (after <s>)
+    a = ModelAdapter.from_model(model)
+    ref = compute_targets_reference(model, tok, a, requests, ["{}"], hp())
+    fast = compute_targets(model, tok, a, requests, ["{}"], hp())
+    assert fast.steps.tolist() == ref.steps.tolist()
+    assert_same_targets(fast, ref)

@@ -309,9 +309,12 @@ def test_mpes_stops_when_the_object_is_first_the_argmax_everywhere(planted, coun
     hm = h.replace(target_stop="most_probable", most_probable_count=count)
     ref = compute_targets_reference(model, tok, a, PLANTED, templates, hm)
     fast = compute_targets(model, tok, a, PLANTED, templates, hm)
+    fused = compute_targets(model, tok, a, PLANTED, templates, hm, fused_head=True)  # the one-pass head's argmax
     assert ref.steps.tolist() == want
     assert fast.steps.tolist() == want
+    assert fused.steps.tolist() == want
     assert_same_targets(fast, ref)
+    assert_same_targets(fused, ref)
 
 
 @pytest.fixture(scope="module")
