@@ -24,6 +24,9 @@ What is tested where:
   made on the first device, cache_c allocated on the CPU: `DeviceMismatch`; every per-layer tensor on the first
   device: the placement check fails), so the emulation and the checks are not vacuous. The code before this change
   fails every split test with `DeviceMismatch` (first in the targets: h0 read with an index on the first device).
+* Also emulated: a model moved whole with `.to` (no hooks: the library moves ids itself) computes statistics and keys;
+  `fused_head=True` targets and MEMIT with `norm_constraint` on the split; `Projector.key_ratio` across devices; the
+  statistics' float64 products run on each layer's device (ops logged by `Recording`).
 * On the plain CPU: the state of a float64 and of a bfloat16 model sits on the weights' device and W keeps its dtype;
   an edited layer offloaded to "meta" is refused with a message; `Projector.to` moves a copy.
 * With CUDA (skipped otherwise): a tiny model on one GPU edits like the CPU (relative 1e-4), and with two GPUs a
@@ -191,6 +194,20 @@ class EmulatedDevices(TorchDispatchMode):
         return _run(func, args, kwargs)
 
 
+class Recording(EmulatedDevices):
+    """`EmulatedDevices` that also logs every op's result as (op name, device, dtype, shape) in `ops`."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[tuple] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = _run(func, args, kwargs)
+        if isinstance(out, torch.Tensor):
+            self.ops.append((func.overloadpacket.__name__, _dev(out), out.dtype, tuple(out.shape)))
+        return out
+
+
 def split(model, first: str, other: str) -> dict[str, str]:
     """Place the model layer-wise over two devices (`layerwise_device_map`: embeddings and layers 0-1 on `first`,
     layers 2-3 and the final norm on `other`, the LM head on `other`, or on `first` when tied to the embeddings) with
@@ -342,7 +359,7 @@ def test_emulated_device_refuses_mixed_operands_like_an_accelerator():
 SPLITS = [
     ("qwen2", "alphaedit", FAKE, {"value_anchor": "nas"}),  # NAS: LLaMA-like models only (Gemma refuses it)
     ("qwen2", "alphaedit", "cpu", {"fast_targets": False}),
-    ("gpt2", "memit", FAKE, {}),
+    ("gpt2", "memit", FAKE, {"norm_constraint": 0.5}),  # μ I made on A's device (a CPU eye would mix devices)
     ("gemma3", "alphaedit", "cpu", {"target_stop": "most_probable", "norm_constraint": 0.5}),
 ]
 
@@ -454,9 +471,13 @@ def test_emulated_second_moments_and_scores_on_a_split_model(tok):
 
     ref = measure(tiny_model("llama"))
     model = tiny_model("llama")
-    with EmulatedDevices():
+    with Recording() as rec:
         split(model, f"{FAKE}:0", "cpu")
         got = measure(model)
+    # the float64 sums accumulate on each layer's device: one k^T k per layer (1 then 2) and batch (100 tokens: one)
+    d_ff = ModelAdapter.from_model(model).d_ff
+    products = [d for op, d, dtype, shape in rec.ops if op == "mm" and dtype == torch.float64 and shape == (d_ff, d_ff)]
+    assert products == [torch.device(f"{FAKE}:0"), torch.device("cpu")]
     for l in (1, 2):
         assert got[0][l].device == torch.device("cpu")  # returned (and cached) on the CPU
         torch.testing.assert_close(got[0][l], ref[0][l], rtol=1e-4, atol=1e-7)
@@ -465,6 +486,82 @@ def test_emulated_second_moments_and_scores_on_a_split_model(tok):
         assert got[1][p].argmax == ref[1][p].argmax
         torch.testing.assert_close(torch.tensor(got[1][p].logprobs), torch.tensor(ref[1][p].logprobs),
                                    atol=1e-5, rtol=0)
+
+
+@needs_emulation
+def test_emulated_key_ratio_is_returned_on_the_projectors_device():
+    """`Projector.key_ratio` moves the keys to the projector (keys left on their device: the ratio comes back there).
+    P keeps the 5 smallest-variance coordinates of a diagonal C, so the ratio is |k[:5]| / |k|."""
+    p = projector_from_cov(torch.diag(torch.linspace(0, 1, 16)), threshold=0.3)
+    keys = torch.zeros(2, 16)
+    keys[0, 0], keys[0, 4], keys[0, 10] = 3.0, 4.0, 12.0  # 5 / 13
+    keys[1, 15] = 2.0  # 0
+    expected = torch.tensor([5 / 13, 0.0], dtype=torch.float64)
+    with EmulatedDevices():
+        fake = torch.device(f"{FAKE}:0")
+        for proj, k in ((p, keys.to(fake)), (p.to(fake), keys)):
+            r = proj.key_ratio(k)
+            assert r.device == proj.device
+            torch.testing.assert_close(r.cpu().double(), expected)
+
+
+@needs_emulation
+def test_emulated_model_moved_whole_computes_statistics_and_keys(tok):
+    """A model moved whole with `.to(device)` (as `load_model(device=...)`: no accelerate hooks move its inputs):
+    the statistics pass and `keys_and_outputs` must put the token ids (and indices) on the model's device themselves,
+    else the embedding lookup mixes devices; the numbers are the CPU model's."""
+    from alphaedit_core.keys import keys_and_outputs
+    from alphaedit_core.stats import compute_second_moments
+
+    class Corpus:
+        identity = "test-text"
+
+        def texts(self):
+            return iter(TEXT.split("\n"))
+
+    templates = ["{}", "Therefore {}"]
+
+    def measure(model):
+        a = ModelAdapter.from_model(model)
+        covs, _ = compute_second_moments(model, tok, a, [1, 2], Corpus(), n_tokens=100, seq_len=16, progress=False)
+        keys, values = keys_and_outputs(model, tok, a, REQUESTS[:2], templates, [1, 2], out_layer=2)
+        return covs, keys, values
+
+    ref = measure(tiny_model("llama"))
+    fake = torch.device(f"{FAKE}:0")
+    model = tiny_model("llama")
+    with EmulatedDevices():
+        model.to(fake)
+        assert ModelAdapter.from_model(model).input_device == fake
+        covs, keys, values = measure(model)
+    for l in (1, 2):
+        torch.testing.assert_close(covs[l], ref[0][l], rtol=1e-4, atol=1e-7)
+        assert keys[l].device == fake
+        torch.testing.assert_close(keys[l].cpu(), ref[1][l], rtol=1e-4, atol=1e-6)
+    assert values.device == fake
+    torch.testing.assert_close(values.cpu(), ref[2], rtol=1e-4, atol=1e-6)
+
+
+@needs_emulation
+def test_emulated_fused_head_targets_on_a_split_model(tok):
+    """`compute_targets(..., fused_head=True)` with the LM head on the emulated device (qwen2: untied head, on the
+    second device with layer L): the fused NLL's accumulator is made on the logits' device (a CPU one mixes devices
+    in `index_add`); z equals the unsplit model's and sits on layer L's device."""
+    from alphaedit_core.targets import compute_targets
+
+    h, templates = hp(), ["{}", "Therefore {}"]
+    model = tiny_model("qwen2")
+    ref = compute_targets(model, tok, ModelAdapter.from_model(model), REQUESTS[:3], templates, h, fused_head=True)
+    model = tiny_model("qwen2")
+    with EmulatedDevices():
+        split(model, "cpu", f"{FAKE}:0")
+        a = ModelAdapter.from_model(model)
+        assert a.layer_device(2) == torch.device(f"{FAKE}:0")
+        assert model.get_output_embeddings().weight.device == torch.device(f"{FAKE}:0")
+        got = compute_targets(model, tok, a, REQUESTS[:3], templates, h, fused_head=True)
+    assert got.z.device == torch.device(f"{FAKE}:0")
+    assert torch.equal(got.steps, ref.steps)
+    assert_same_edits({0: ref.z - ref.h0}, {0: got.z.cpu() - got.h0.cpu()}, rel=1e-3)
 
 
 # ------------------------------------------------------------------------------------------------ real GPUs
