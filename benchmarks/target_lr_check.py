@@ -1,0 +1,93 @@
+"""Does the target optimisation reach its targets on this model, and at which Adam learning rate?
+
+Adam moves each coordinate of δ by at most about `v_lr` per step whatever the gradient's scale, so in
+`v_num_grad_steps` steps ‖δ‖ can grow by at most ~ v_lr · steps · √d. A preset's `v_lr` carried over from another
+model is therefore tied to that model's hidden-state scale: on a model whose residual stream is much larger
+(Gemma3 scales its embeddings by √d) the same `v_lr` may leave most requests at the step cap, far from the loss
+threshold. This check optimises the targets of the stream's first `--edits` requests (the unedited model, the
+preset's templates) at each `--lrs` value and reports, per setting: ‖h0‖, ‖z − h0‖ (absolute, relative to ‖h0‖ and
+to the Adam bound), the Adam steps taken, the final loss and the share of requests that reach `early_stop_loss`.
+
+    python benchmarks/target_lr_check.py --model gemma3-270m --edits 10 --lrs 0.5 2 5 \\
+        --out benchmarks/results/target_lr-{model}.md
+
+Nothing is edited; the targets are those the editor would compute for the first batch.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="gemma3-270m")
+    ap.add_argument("--edits", type=int, default=10, help="requests: the stream's first records")
+    ap.add_argument("--stream-edits", type=int, default=2000,
+                    help="the stream the records come from (every model edits the first records of the 2,000)")
+    ap.add_argument("--lrs", type=float, nargs="+", default=[0.5, 2.0, 5.0], help="Adam learning rates for δ")
+    ap.add_argument("--out", default=None, help="markdown file ({model} is replaced)")
+    args = ap.parse_args()
+
+    from alphaedit_core.arch import ModelAdapter
+    from alphaedit_core.data import load_offline_counterfact, to_requests
+    from alphaedit_core.hparams import EditHParams
+    from alphaedit_core.models import load_model
+    from alphaedit_core.prompts import context_templates
+    from alphaedit_core.targets import compute_targets
+
+    model, tok = load_model(args.model)
+    hp = EditHParams.load(args.model)
+    adapter = ModelAdapter.from_model(model)
+    requests = to_requests(load_offline_counterfact(n=args.stream_edits, seed=hp.seed))[: args.edits]
+    templates = context_templates(model, tok, length=hp.context_template_length, count=hp.context_template_count,
+                                  seed_words=hp.context_template_seeds, seed=hp.seed)
+    rows = []
+    for lr in args.lrs:
+        h = hp.replace(v_lr=lr)
+        t0 = time.perf_counter()
+        r = compute_targets(model, tok, adapter, requests, templates, h)
+        seconds = time.perf_counter() - t0
+        h0 = r.h0.norm(dim=-1)
+        shift = (r.z - r.h0).norm(dim=-1)
+        bound = lr * h.v_num_grad_steps * r.h0.shape[-1] ** 0.5
+        rows.append(dict(v_lr=lr, h0=float(h0.mean()), shift=float(shift.mean()), rel=float((shift / h0).mean()),
+                         of_bound=float(shift.mean()) / bound, steps=float(r.steps.float().mean()),
+                         loss=float(r.loss.mean()), loss_max=float(r.loss.max()),
+                         reached=float((r.loss < h.early_stop_loss).float().mean()), seconds=seconds / len(requests)))
+        print(rows[-1], flush=True)
+
+    load = os.getloadavg()[0]
+    lines = [f"# Target optimisation against the Adam learning rate: {args.model}, the stream's first {args.edits} "
+             "requests", "",
+             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.node() or 'machine'}; "
+             f"torch {torch.__version__}; threads {torch.get_num_threads()}; load {load:.1f}; preset "
+             f"`{args.model}`: layers {hp.layers}, steps cap {hp.v_num_grad_steps}, early_stop_loss "
+             f"{hp.early_stop_loss}, clamp {hp.clamp_norm_factor} × ‖h0‖, preset v_lr {hp.v_lr}", "",
+             "| v_lr | ‖h0‖ | ‖z − h0‖ | ‖z − h0‖/‖h0‖ | ‖z − h0‖ / Adam bound | Adam steps | final loss (mean, max) "
+             "| reach early_stop_loss | s per request |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['v_lr']:g} | {r['h0']:.0f} | {r['shift']:.1f} | {r['rel']:.3f} | {r['of_bound']:.2f} | "
+                     f"{r['steps']:.1f} | {r['loss']:.3f}, {r['loss_max']:.3f} | {r['reached']:.0%} | "
+                     f"{r['seconds']:.1f} |")
+    lines += ["", "Adam bound: v_lr × steps cap × √d, the most ‖δ‖ can grow when every coordinate takes a full step "
+              "each time. A mean near the bound with the loss far above `early_stop_loss` means the step size, not "
+              "the objective, limits the targets. The loss is the last step's (NLL of the new object plus the KL "
+              "and weight-decay terms); a request stops early when it falls below `early_stop_loss`."]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        path = Path(args.out.format(model=args.model))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
