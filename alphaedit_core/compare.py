@@ -91,7 +91,8 @@ KEPT_SPREAD = 0.25  # one absolute threshold keeps shares of directions this far
 
 # columns the chapters need from each table (edit_count writes more)
 RAW_COLUMNS = ("case_id", "family", "prompt_kind", "metric", "value", "method", "edits")
-DIAG_COLUMNS = ("method", "batch", "edits", "layer", "relative_change", "condition", "drift", "seconds")
+DIAG_COLUMNS = ("method", "batch", "edits", "layer", "relative_change", "condition", "drift", "seconds", "target_loss",
+                "target_steps")
 PROJECTION_COLUMNS = ("layer", "d_ff", "n_kept", "kept_share", "energy_kept", "ratio_heldout_mean",
                       "ratio_random_mean")
 VERDICT_RANK = {"not reproduced": 0, "partly reproduced": 1, "reproduced": 2}

@@ -351,7 +351,12 @@ else:
 # ## What the edits did to the weights, per model
 # From `edit_count`'s per-batch diagnostics at the common milestones, mean over the edited layers: the relative
 # change of the weights ‖W − W⁰‖/‖W⁰‖, the condition number of the solved system and the drift of the edited layers'
-# outputs on held-out preserved keys. Gemma normalises the MLP output before it joins the residual, and the editor
+# outputs on held-out preserved keys. First, how strongly each model was asked to edit: the target optimisation's
+# final loss and its Adam steps, means over every batch up to the milestone. One preset serves every model, and
+# Adam's step is absolute while the models' hidden states differ in scale by more than an order of magnitude
+# (`benchmarks/results/target_lr-*.md` measures ‖h0‖ and the loss reached at several v_lr), so the same v_lr can
+# leave one model's targets further from reached: a model whose targets end at a higher loss was asked weaker edits, and its
+# lower edit scores are then partly the preset's. Gemma normalises the MLP output before it joins the residual, and the editor
 # translates each residual through that norm (the method page, section 4): its drift is read before the norm, where
 # the edit writes, so it measures the same thing as on the other models but not the same effect on the residual.
 
@@ -364,14 +369,20 @@ for run in present:
     d = d[d.edits.isin(common)]
     if run.rule != "official":
         d = d[d.method == "alphaedit"]
+    per_batch = run.diagnostics.drop_duplicates(["method", "batch"], keep="last")  # target columns: one per batch
     for (meth, e), g in d.groupby(["method", "edits"]):
+        upto = per_batch[(per_batch.method == meth) & (per_batch.edits <= e)]
         diag_rows.append(dict(model=run.model, rule=run.rule, method=meth, edits=e,
+                              target_loss=upto.target_loss.mean(), target_steps=upto.target_steps.mean(),
                               relative_change=g.relative_change.mean(), condition=g.condition.mean(),
                               drift=g.drift.mean()))
-weights = pd.DataFrame(diag_rows, columns=["model", "rule", "method", "edits", "relative_change", "condition", "drift"])
+weights = pd.DataFrame(diag_rows, columns=["model", "rule", "method", "edits", "target_loss", "target_steps",
+                                           "relative_change", "condition", "drift"])
 weights.to_csv(out / "weights_by_model.csv", index=False)
-(weights.set_index(["model", "rule", "method", "edits"]).round({"relative_change": 3, "condition": 0, "drift": 3})
- .rename(columns={"relative_change": "‖W − W⁰‖/‖W⁰‖", "condition": "condition number", "drift": "drift"}))
+(weights.set_index(["model", "rule", "method", "edits"])
+ .round({"target_loss": 3, "target_steps": 1, "relative_change": 3, "condition": 0, "drift": 3})
+ .rename(columns={"target_loss": "target loss", "target_steps": "Adam steps", "relative_change": "‖W − W⁰‖/‖W⁰‖",
+                  "condition": "condition number", "drift": "drift"}))
 
 # %% [markdown]
 # ## What each run cost

@@ -332,7 +332,7 @@ def write_edit_count(root, label, scores, milestones, planned, overrides=None):
         for b in range(milestones[-1] // BATCH):
             diag += [dict(method=method, batch=b, edits=(b + 1) * BATCH, layer=layer, delta_norm=1.0, total_norm=1.0,
                           relative_change=0.01 * (b + 1), condition=10.0, drift=0.001, residual_left=0.1,
-                          target_steps=20, target_loss=0.05, seconds=BATCH_SECONDS, run_key=run_key)
+                          target_steps=20 + b, target_loss=0.01 * (b + 1), seconds=BATCH_SECONDS, run_key=run_key)
                      for layer in (1, 2)]
         pd.DataFrame(rows, columns=RAW_COLUMNS).to_csv(out / f"metrics_raw-{method}.csv", index=False)
         pd.DataFrame(diag, columns=DIAG_COLUMNS).to_csv(out / f"diagnostics-{method}.csv", index=False)
@@ -436,6 +436,12 @@ def test_model_compare_chapter(results):
     projection = pd.read_csv(out / "projection_by_model.csv").set_index(["model", "rule"])
     assert projection.loc[("tiny-qwen-s", "official"), "kept_share"] == pytest.approx(0.3)
     assert projection.loc[("tiny-gemma", "official"), "status"] == "not run yet"
+    # how strongly each run was asked to edit: the targets' final loss and Adam steps, means over every batch up to
+    # the milestone (batch b: loss 0.01 (b + 1), 20 + b steps; tiny-llama ran 4 batches, the milestones are 10, 20)
+    weights = pd.read_csv(out / "weights_by_model.csv").set_index(["model", "rule", "method", "edits"])
+    assert weights.loc[("tiny-llama", "official", "alphaedit", 10), "target_loss"] == pytest.approx(0.01)
+    assert weights.loc[("tiny-llama", "official", "alphaedit", 20), "target_loss"] == pytest.approx(0.015)
+    assert weights.loc[("tiny-llama", "official", "memit", 20), "target_steps"] == pytest.approx(20.5)
     cost = pd.read_csv(out / "cost.csv").set_index(["model", "rule"])
     assert cost.loc[("tiny-llama", "official"), "alphaedit_edit_hours"] == pytest.approx(4 * BATCH_SECONDS / 3600)
     assert cost.loc[("tiny-qwen-l", "official"), "memit_s_per_edit"] == pytest.approx(BATCH_SECONDS / BATCH)
