@@ -355,10 +355,11 @@ else:
 # final loss and its Adam steps, means over every batch up to the milestone. One preset serves every model, and
 # Adam's step is absolute while the models' hidden states differ in scale by more than an order of magnitude
 # (`benchmarks/results/target_lr-*.md` measures ‖h0‖ and the loss reached at several v_lr), so the same v_lr can
-# leave one model's targets further from reached: a model whose targets end at a higher loss was asked weaker edits, and its
-# lower edit scores are then partly the preset's. Gemma normalises the MLP output before it joins the residual, and the editor
-# translates each residual through that norm (the method page, section 4): its drift is read before the norm, where
-# the edit writes, so it measures the same thing as on the other models but not the same effect on the residual.
+# leave one model's targets further from reached: a model whose targets end at a higher loss was asked weaker
+# edits, and its lower edit scores are then partly the preset's. Gemma normalises the MLP output before it joins the
+# residual, and the editor translates each residual through that norm (the method page, section 4): its drift is
+# read before the norm, where the edit writes, so it measures the same thing as on the other models but not the same
+# effect on the residual.
 
 # %% tags=["hide-input"]
 diag_rows = []
