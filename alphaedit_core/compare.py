@@ -351,14 +351,19 @@ def read_run(results_root: str | Path, model: str, rule: str, label: str | None 
     return run
 
 
+def per_batch(diagnostics):
+    """One row per (method, batch) of edit_count's diagnostics: the per-batch columns (target loss and steps,
+    seconds) repeat on every edited layer's row."""
+    return diagnostics.drop_duplicates(["method", "batch"], keep="last")
+
+
 def run_cost(run: Run) -> dict[str, Any]:
     """What a run cost: editing seconds per method (the sum over batches of targets + keys + solve, from
     diagnostics.csv: every sitting), the wall time of the recorded sittings (sittings.jsonl, written by `main`), and
     the last sitting's provenance (provenance.json is rewritten at every sitting)."""
     out: dict[str, Any] = dict(model=run.model, rule=run.rule)
     if run.diagnostics is not None and len(run.diagnostics):
-        per_batch = run.diagnostics.drop_duplicates(["method", "batch"], keep="last")
-        for method, g in per_batch.groupby("method"):
+        for method, g in per_batch(run.diagnostics).groupby("method"):
             out[f"{method}_edit_hours"] = float(g.seconds.sum()) / 3600
             edits = int(g.edits.max())
             out[f"{method}_s_per_edit"] = float(g.seconds.sum()) / edits if edits else math.nan

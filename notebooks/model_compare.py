@@ -65,7 +65,7 @@ from IPython.display import Markdown, display
 from alphaedit_core import compare
 from alphaedit_core.compare import (EDIT_MEASURES, KEEP_MEASURES, MODELS, c1_across, c8_scale, c10_families,
                                     combine_rules, common_milestones, first_last, long_frame, paired_rows,
-                                    read_projection, read_run, run_cost, same_records, summarize_runs)
+                                    per_batch, read_projection, read_run, run_cost, same_records, summarize_runs)
 
 root = Path(results_dir)
 out = root / label / "model_compare"
@@ -370,9 +370,9 @@ for run in present:
     d = d[d.edits.isin(common)]
     if run.rule != "official":
         d = d[d.method == "alphaedit"]
-    per_batch = run.diagnostics.drop_duplicates(["method", "batch"], keep="last")  # target columns: one per batch
+    batches = per_batch(run.diagnostics)
     for (meth, e), g in d.groupby(["method", "edits"]):
-        upto = per_batch[(per_batch.method == meth) & (per_batch.edits <= e)]
+        upto = batches[(batches.method == meth) & (batches.edits <= e)]
         diag_rows.append(dict(model=run.model, rule=run.rule, method=meth, edits=e,
                               target_loss=upto.target_loss.mean(), target_steps=upto.target_steps.mean(),
                               relative_change=g.relative_change.mean(), condition=g.condition.mean(),
