@@ -29,13 +29,12 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="markdown file ({model} is replaced)")
     args = ap.parse_args()
 
-    from alphaedit_core import editor as editor_module
     from alphaedit_core.data import load_offline_counterfact, to_requests
     from alphaedit_core.editor import Editor
     from alphaedit_core.keys import keys_and_outputs
     from alphaedit_core.hparams import EditHParams
-    from alphaedit_core.metrics import evaluate
     from alphaedit_core.models import load_model
+    from one_batch import batch_scores, keeping_targets
 
     model, tok = load_model(args.model)
     hp = EditHParams.load(args.model, mom2_n_tokens=args.stats_tokens)
@@ -43,36 +42,22 @@ def main() -> None:
     requests = to_requests(records)
     rows = []
 
-    def scores() -> dict[str, float]:
-        df = evaluate(model, tok, records, families=("official", "easyedit"), progress=False)
-        pick = {("official", "rewrite", "efficacy"): "efficacy", ("official", "neighborhood", "specificity"):
-                "specificity", ("easyedit", "rewrite", "rewrite_acc"): "rewrite_acc"}
-        return {name: float(df[(df.family == f) & (df.prompt_kind == k) & (df.metric == m)].value.mean())
-                for (f, k, m), name in pick.items()}
-
-    unedited = scores()
-    rows.append(dict(setting="unedited", **unedited))
-    kept = {}
-    compute_targets = editor_module.compute_targets
-
-    def keep_targets(*a, **k):  # the batch's targets z and h0, to split the change made into along / across them
-        kept["tr"] = compute_targets(*a, **k)
-        return kept["tr"]
-
-    editor_module.compute_targets = keep_targets
+    rows.append(dict(setting="unedited", **batch_scores(model, tok, records)))
     for translate in (True, False):
         t0 = time.perf_counter()
         ed = Editor.prepare(model, tok, hp, method=args.method, progress=False)
         found = sorted(ed.post_norms)
         if not translate:
             ed.post_norms = {}
-        report = ed.edit_batch(requests)
+        with keeping_targets() as kept:  # the batch's targets z and h0, to split the change made along / across them
+            report = ed.edit_batch(requests)
+        tr = kept[-1]
         L = hp.layers[-1]
         _, cur = keys_and_outputs(model, tok, ed.adapter, requests, ed.templates, [L], out_layer=L)
-        asked, made = (kept["tr"].z - kept["tr"].h0).double(), (cur - kept["tr"].h0).double()
+        asked, made = (tr.z - tr.h0).double(), (cur - tr.h0).double()
         along = (made * asked).sum(-1) / asked.pow(2).sum(-1)  # share of the asked change made along it
         across = (made - along[:, None] * asked).norm(dim=-1) / asked.norm(dim=-1)
-        got = scores()
+        got = batch_scores(model, tok, records)
         rel = max(report.delta_norm[l] / float(ed.original[l].norm()) for l in hp.layers)
         rows.append(dict(setting="residual translated through the norm" if translate else "residual asked of W",
                          **got, max_rel_update=rel, residual_left=report.residual_left,

@@ -39,15 +39,14 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="markdown file ({model} is replaced)")
     args = ap.parse_args()
 
-    from alphaedit_core import editor as editor_module
     from alphaedit_core.arch import ModelAdapter
     from alphaedit_core.data import load_offline_counterfact, to_requests
     from alphaedit_core.editor import Editor
-    from alphaedit_core.metrics import evaluate
     from alphaedit_core.hparams import EditHParams
     from alphaedit_core.models import load_model
     from alphaedit_core.prompts import context_templates
     from alphaedit_core.targets import compute_targets
+    from one_batch import SCORES, batch_scores, keeping_targets
 
     model, tok = load_model(args.model)
     hp = EditHParams.load(args.model)
@@ -56,35 +55,18 @@ def main() -> None:
     requests = to_requests(records)
     templates = context_templates(model, tok, length=hp.context_template_length, count=hp.context_template_count,
                                   seed_words=hp.context_template_seeds, seed=hp.seed)
-    pick = {("official", "rewrite", "efficacy"): "efficacy", ("official", "neighborhood", "specificity"):
-            "specificity", ("easyedit", "rewrite", "rewrite_acc"): "rewrite_acc"}
-
-    def scores() -> dict[str, float]:
-        df = evaluate(model, tok, records, families=("official", "easyedit"), progress=False)
-        return {name: float(df[(df.family == f) & (df.prompt_kind == k) & (df.metric == m)].value.mean())
-                for (f, k, m), name in pick.items()}
-
-    unedited = scores() if args.edit else {}
+    unedited = batch_scores(model, tok, records) if args.edit else {}
     rows = []
     for lr in args.lrs:
         h = hp.replace(v_lr=lr)
         t0 = time.perf_counter()
         if args.edit:  # the editor's own targets, kept as it computes them
-            kept = {}
-
-            def keep(*a, **k):
-                kept["r"] = compute_targets(*a, **k)
-                return kept["r"]
-
-            editor_module.compute_targets = keep
-            try:
-                ed = Editor.prepare(model, tok, h, method="alphaedit", progress=False)
+            ed = Editor.prepare(model, tok, h, method="alphaedit", progress=False)
+            with keeping_targets() as kept:
                 ed.edit_batch(requests)
-            finally:
-                editor_module.compute_targets = compute_targets
-            edited = scores()
+            edited = batch_scores(model, tok, records)
             ed.restore()
-            r = kept["r"]
+            r = kept[-1]
         else:
             r, edited = compute_targets(model, tok, adapter, requests, templates, h), {}
         seconds = time.perf_counter() - t0
@@ -110,11 +92,11 @@ def main() -> None:
              + (" efficacy | specificity | rewrite_acc |" if args.edit else ""),
              "|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if args.edit else "")]
     if args.edit:
-        lines.append("| unedited | | | | | | | | | " + " | ".join(f"{unedited[k]:.2f}" for k in pick.values()) + " |")
+        lines.append("| unedited | | | | | | | | | " + " | ".join(f"{unedited[k]:.2f}" for k in SCORES.values()) + " |")
     for r in rows:
         lines.append(f"| {r['v_lr']:g} | {r['h0']:.0f} | {r['shift']:.1f} | {r['rel']:.3f} | {r['of_bound']:.2f} | "
                      f"{r['steps']:.1f} | {r['loss']:.3f}, {r['loss_max']:.3f} | {r['reached']:.0%} | "
-                     f"{r['seconds']:.1f} |" + ("".join(f" {r[k]:.2f} |" for k in pick.values()) if args.edit else ""))
+                     f"{r['seconds']:.1f} |" + ("".join(f" {r[k]:.2f} |" for k in SCORES.values()) if args.edit else ""))
     lines += ["", "Adam bound: v_lr × steps cap × √d, the most ‖δ‖ can grow when every coordinate takes a full step "
               "each time. A mean near the bound with the loss far above `early_stop_loss` means the step size, not "
               "the objective, limits the targets. The loss is the last step's (NLL of the new object plus the KL "
