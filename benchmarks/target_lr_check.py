@@ -96,7 +96,8 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['v_lr']:g} | {r['h0']:.0f} | {r['shift']:.1f} | {r['rel']:.3f} | {r['of_bound']:.2f} | "
                      f"{r['steps']:.1f} | {r['loss']:.3f}, {r['loss_max']:.3f} | {r['reached']:.0%} | "
-                     f"{r['seconds']:.1f} |" + ("".join(f" {r[k]:.2f} |" for k in SCORES.values()) if args.edit else ""))
+                     f"{r['seconds']:.1f} |"
+                     + ("".join(f" {r[k]:.2f} |" for k in SCORES.values()) if args.edit else ""))
     lines += ["", "Adam bound: v_lr × steps cap × √d, the most ‖δ‖ can grow when every coordinate takes a full step "
               "each time. A mean near the bound with the loss far above `early_stop_loss` means the step size, not "
               "the objective, limits the targets. The loss is the last step's (NLL of the new object plus the KL "

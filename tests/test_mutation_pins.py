@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from tiny import REQUESTS, TEXT, tiny_model, tiny_tokenizer
+from tiny import REQUESTS, TEXT, assert_same_targets, tiny_model, tiny_tokenizer
 
 from alphaedit_core.arch import ModelAdapter
 from alphaedit_core.corpus import TextCorpus
@@ -197,6 +197,16 @@ def test_a_loss_equal_to_the_early_stop_loss_does_not_stop(fast):
 
 
 # ------------------------------------------------------------------ gaps left open by the 15 % run, pinned since
+def tiny_tokenizer_with(single: str, special_tokens: list[tuple[str, int]]):
+    """A copy of the tiny tokenizer (the shared one is cached and stays as it is) whose post-processor is
+    `TemplateProcessing(single=single, special_tokens=special_tokens)`."""
+    from tokenizers import processors
+
+    tok = copy.deepcopy(tiny_tokenizer())
+    tok._tokenizer.post_processor = processors.TemplateProcessing(single=single, special_tokens=special_tokens)
+    return tok
+
+
 @pytest.mark.parametrize("template,subject,pos,token", [
     ("{}n is", "Berli", 3, "lin"),  # <s> B er lin Ġis: the subject ends inside "lin" (chars 3-6, subject ends at 5)
     ("{}ux speaks", "Danielle Darrie", 2, "ĠDarrieux"),  # <s> Danielle ĠDarrieux Ġs peak s
@@ -218,13 +228,9 @@ def test_subject_glued_to_the_text_after_it_ends_in_the_token_that_holds_its_las
 def test_an_appended_end_token_is_never_the_subjects_last_token():
     """A tokenizer whose post-processor appends </s> (offsets (0, 0), like <s>): the subject's last token is still
     the one holding its last character, not the zero-width </s> at the end."""
-    from tokenizers import processors
-
     from alphaedit_core.prompts import subject_last_index
 
-    tok = copy.deepcopy(tiny_tokenizer())  # the shared one (cached) stays as it is
-    tok._tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A </s>",
-                                                                  special_tokens=[("<s>", 1), ("</s>", 2)])
+    tok = tiny_tokenizer_with("<s> $A </s>", [("<s>", 1), ("</s>", 2)])
     ids, idx = subject_last_index(tok, "The capital of {}", "France")  # <s> The Ġcapital Ġof ĠF ran ce </s>
     assert tok.convert_ids_to_tokens(ids)[-1] == "</s>"
     assert idx == 6 and tok.convert_ids_to_tokens(ids)[idx] == "ce"
@@ -234,7 +240,6 @@ def test_per_request_targets_on_a_float64_model_equal_the_batched_ones():
     """δ is optimised in float32 and added to a float64 hidden state: the per-request optimiser (fast_targets=False)
     must cast it, as the batched one does; the two agree as on a float32 model."""
     from alphaedit_core.targets import compute_targets, compute_targets_reference
-    from tiny import assert_same_targets
 
     model, tok = tiny_model("llama").double(), tiny_tokenizer()
     a = ModelAdapter.from_model(model)
@@ -249,15 +254,11 @@ def test_batched_targets_with_one_token_subjects_at_the_start(bos):
     without BOS (GPT-2's kind of tokenizer; their group has no prefix to cache, P = 0) and at 1 with it (the prefix
     is the BOS column alone, P = 1); with the bare template "{}" the rewriting rows do too. Batched targets must equal
     the per-request ones in both."""
-    from tokenizers import processors
-
     from alphaedit_core.requests import EditRequest
     from alphaedit_core.targets import compute_targets, compute_targets_reference
-    from tiny import assert_same_targets
 
-    model, tok = tiny_model("llama"), copy.deepcopy(tiny_tokenizer())  # the shared one (cached) stays as it is
-    if not bos:
-        tok._tokenizer.post_processor = processors.TemplateProcessing(single="$A", special_tokens=[])
+    model = tiny_model("llama")
+    tok = tiny_tokenizer_with("<s> $A", [("<s>", 1)]) if bos else tiny_tokenizer_with("$A", [])
     requests = [EditRequest("{} speaks", "Danielle", "English", "French", case_id=0),
                 EditRequest("{} was created by", "The", "Apple", "Google", case_id=1)]
     for r in requests:
