@@ -202,7 +202,7 @@ class Recording(EmulatedDevices):
         self.ops: list[tuple] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = _run(func, args, kwargs)
+        out = super().__torch_dispatch__(func, types, args, kwargs)
         if isinstance(out, torch.Tensor):
             self.ops.append((func.overloadpacket.__name__, _dev(out), out.dtype, tuple(out.shape)))
         return out
