@@ -780,6 +780,11 @@ def run_model(model: str, rule: str, results_root: Path, *, jobs: int = 1, time_
     p = plan(model, rule, results_root, hparams=hparams, stop_after_edits=stop_after)
     print(f"== {model}, {rule} P: {p['rule_source']}"
           + (f"; this sitting stops at {stop_after} of {p['edits']} edits" if stop_after else ""), flush=True)
+    lr_check = ROOT / "benchmarks" / "results" / f"target_lr-{model_dir(model)}.md"
+    if model in MODELS and not hparams and not lr_check.exists():
+        print(f"WARNING: no {lr_check.relative_to(ROOT)}: the preset rule's v_lr amendment (hparams.choose_v_lr) "
+              f"has not been checked on {model}; run benchmarks/target_lr_check.py --model {model} --edits 10 "
+              "first", flush=True)
     if "projection_check" in only:
         folder = Path(results_root) / p["label"] / "projection_check"
         if rule == "calibrated" and "nullspace_mode" not in (ROOT / "notebooks" / "projection_check.py").read_text():

@@ -15,6 +15,14 @@ The Qwen presets took EasyEdit's L2 1 until the operating-points chapter's C3 ru
 results/qwen2.5-coder-0.5b-instruct-c3/, made with L2 1) found them overshooting; EasyEdit sets L2 1 in every
 AlphaEdit file, its LLaMA3-8B one included (the official has 10), so that value is the framework's, not the family's,
 and the rule now takes L2 from the official file for every model, as it already did for SmolLM2 and Gemma.
+
+One amendment, for the target optimisation's learning rate (`choose_v_lr`): Adam's step is absolute, so a v_lr
+carried over from a model on another hidden-state scale can leave the targets step-limited, far from reached.
+Before a model's stream, `benchmarks/target_lr_check.py` optimises the targets of the stream's first 10 requests;
+when their mean final loss at the family's v_lr exceeds twice `early_stop_loss`, the preset takes the v_lr of
+`V_LR_GRID` with the lowest mean final loss (benchmarks/results/target_lr-<model>.md, read by
+tests/test_preset_rule.py). Gemma-3-270M, whose hidden state is ~30 times SmolLM2's, is the one offline model it
+changes so far.
 """
 from __future__ import annotations
 
@@ -259,6 +267,26 @@ def preset_alternatives(name_or_path: str | Path) -> dict[str, dict[str, Any]]:
 def list_presets() -> list[str]:
     files = resources.files("alphaedit_core") / PRESET_DIR
     return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".json"))
+
+
+V_LR_GRID = (0.5, 1.0, 2.0, 5.0, 10.0)  # the Adam learning rates the v_lr amendment chooses from (1-2-5 steps)
+
+
+def choose_v_lr(final_loss: typing.Mapping[float, float], family_lr: float, early_stop_loss: float,
+                grid: typing.Sequence[float] = V_LR_GRID, slack: float = 2.0) -> float:
+    """The v_lr amendment of the preset rule. `final_loss`: v_lr -> mean final loss of the targets of the stream's
+    first requests (benchmarks/target_lr_check.py). Keep `family_lr` unless its loss exceeds slack ×
+    `early_stop_loss`; then the value of `grid` with the lowest loss (every grid value must be measured; values off
+    the grid are ignored)."""
+    if family_lr not in final_loss:
+        raise ValueError(f"the family's v_lr {family_lr} was not measured (have {sorted(final_loss)})")
+    if final_loss[family_lr] <= slack * early_stop_loss:
+        return family_lr
+    missing = [lr for lr in grid if lr not in final_loss]
+    if missing:
+        raise ValueError(f"the family's v_lr {family_lr} leaves the targets at loss {final_loss[family_lr]:.3g} > "
+                         f"{slack:g} x {early_stop_loss:g}: measure the whole grid (missing {missing})")
+    return min(grid, key=lambda lr: (final_loss[lr], lr))
 
 
 def scaled_layers(reference_layers: list[int], reference_depth: int, depth: int) -> list[int]:

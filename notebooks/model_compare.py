@@ -45,6 +45,8 @@ rules = ["official", "calibrated"]
 scale_pair = ["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"]  # C8: smaller, larger (one family)
 reference_family = "LLaMA"  # C10: the family the paper's settings come from
 default_model = "smollm2-135m-instruct"  # whose operating_points/calibrated.json carries across models
+preset_arms = {"gemma3-270m": dict(label="gemma3-270m-vlr0.5", setting="v_lr 0.5 (the family's)")}  # a model's
+# run with the preset before the rule's v_lr amendment (official P, AlphaEdit), paired with its current run
 label = "across-models"  # this chapter writes results/<label>/model_compare/
 results_dir = "../results"
 n_boot = 2000  # bootstrap resamples of the paired intervals
@@ -352,10 +354,11 @@ else:
 # From `edit_count`'s per-batch diagnostics at the common milestones, mean over the edited layers: the relative
 # change of the weights ‖W − W⁰‖/‖W⁰‖, the condition number of the solved system and the drift of the edited layers'
 # outputs on held-out preserved keys. First, how strongly each model was asked to edit: the target optimisation's
-# final loss and its Adam steps, means over every batch up to the milestone. One preset serves every model, and
-# Adam's step is absolute while the models' hidden states differ in scale by more than an order of magnitude
-# (`benchmarks/results/target_lr-*.md` measures ‖h0‖ and the loss reached at several v_lr), so the same v_lr can
-# leave one model's targets further from reached: a model whose targets end at a higher loss was asked weaker
+# final loss and its Adam steps, means over every batch up to the milestone. Adam's step is absolute while the
+# models' hidden states differ in scale by more than an order of magnitude (`benchmarks/results/target_lr-*.md`
+# measures ‖h0‖ and the loss reached at several v_lr), so one v_lr can leave one model's targets further from
+# reached; the preset rule therefore amends v_lr where the family's leaves the first requests' targets above twice
+# the loss threshold (Gemma: 5 instead of 0.5). A model whose targets still end at a higher loss was asked weaker
 # edits, and its lower edit scores are then partly the preset's. Gemma normalises the MLP output before it joins the
 # residual, and the editor translates each residual through that norm (the method page, section 4): its drift is
 # read before the norm, where the edit writes, so it measures the same thing as on the other models but not the same
@@ -384,6 +387,51 @@ weights.to_csv(out / "weights_by_model.csv", index=False)
  .round({"target_loss": 3, "target_steps": 1, "relative_change": 3, "condition": 0, "drift": 3})
  .rename(columns={"target_loss": "target loss", "target_steps": "Adam steps", "relative_change": "‖W − W⁰‖/‖W⁰‖",
                   "condition": "condition number", "drift": "drift"}))
+
+# %% [markdown]
+# ## A preset's share of a model's result: the v_lr amendment, paired
+# Where a model's preset changed under the rule's v_lr amendment, its run with the earlier preset (`preset_arms`) is
+# paired with its current one: AlphaEdit, official P, the same records and checkpointed stream order, at the
+# milestones both reached. The difference current − earlier is what the preset, not the model, does to the scores;
+# the target loss column says how far each preset left its targets from reached.
+
+# %% tags=["hide-input"]
+arm_rows, arm_loss = [], []
+for m, arm in preset_arms.items():
+    current, earlier = runs.get((m, "official")), read_run(root, m, "official", arm["label"])
+    if current is None or current.raw is None or earlier.raw is None:
+        continue
+    both = pd.concat([compare.tidy_measures(current.raw).assign(arm="current"),
+                      compare.tidy_measures(earlier.raw).assign(arm="earlier")], ignore_index=True)
+    both = both[both.method == "alphaedit"]
+    at = common_milestones({a: sorted(set(g.edits) - {0}) for a, g in both.groupby("arm")})
+    for e in at:
+        for measure, row in paired_rows(both, col="arm", a="current", b="earlier", edits=e, n_boot=n_boot,
+                                        seed=seed).items():
+            arm_rows.append(dict(model=m, earlier=arm["setting"], edits=e, measure=measure,
+                                 **{k: row[k] for k in ("n", "mean_a", "mean_b", "diff", "ci_low", "ci_high")}))
+        for name, r in (("current", current), ("earlier", earlier)):
+            b = per_batch(r.diagnostics)
+            b = b[(b.method == "alphaedit") & (b.edits <= e)]
+            arm_loss.append(dict(model=m, arm=name, edits=e, target_loss=b.target_loss.mean(),
+                                 target_steps=b.target_steps.mean()))
+preset_arm = pd.DataFrame(arm_rows, columns=["model", "earlier", "edits", "measure", "n", "mean_a", "mean_b", "diff",
+                                             "ci_low", "ci_high"])
+preset_arm.to_csv(out / "preset_arms.csv", index=False)
+pd.DataFrame(arm_loss, columns=["model", "arm", "edits", "target_loss", "target_steps"]).to_csv(
+    out / "preset_arm_targets.csv", index=False)
+if len(preset_arm):
+    shown = preset_arm.assign(cell=[f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" for d, lo, hi in
+                                    zip(preset_arm["diff"], preset_arm.ci_low, preset_arm.ci_high)])
+    order = [m for m in compare.MEASURES.values() if m in set(shown.measure)]
+    display(Markdown("Current preset − earlier preset, AlphaEdit, official P, in points (paired 95% interval):"))
+    display(shown.pivot_table(index=["model", "earlier", "edits"], columns="measure", values="cell",
+                              aggfunc="first")[order].rename_axis(index=["Model", "earlier preset", "Edits"],
+                                                                  columns=None))
+    display(pd.DataFrame(arm_loss).set_index(["model", "edits", "arm"]).round(3)
+            .rename(columns={"target_loss": "target loss", "target_steps": "Adam steps"}))
+else:
+    display(Markdown("No model's current run has a milestone in common with its earlier preset's run yet."))
 
 # %% [markdown]
 # ## What each run cost

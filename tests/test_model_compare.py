@@ -379,6 +379,8 @@ def results(tmp_path_factory):
                                                memit=flat({0: 0.0, 10: 0.7, 20: 0.4})), [10, 20], 40)
     write_edit_count(root, "tiny-qwen-l", dict(alphaedit=flat({0: 0.0, 10: 1.0, 20: 1.0, 30: 1.0}),
                                                memit=flat({0: 0.0, 10: 0.7, 20: 0.6, 30: 0.5})), [10, 20, 30], 30)
+    # tiny-qwen-l's run with an earlier preset (AlphaEdit only, two milestones): the preset's share, paired
+    write_edit_count(root, "tiny-qwen-l-old", dict(alphaedit=flat({0: 0.0, 10: 0.6, 20: 0.7})), [10, 20], 40)
     write_projection(root, "tiny-llama", kept=0.8)
     write_projection(root, "tiny-qwen-s", kept=0.3)
     _operating_points(root, "tiny-qwen-s-c3", "tiny-qwen-s", dict(verdict="not reproduced", evidence="synthetic"),
@@ -396,8 +398,10 @@ def test_model_compare_chapter(results):
 
     pytest.importorskip("papermill")
     out = results / "across-models" / "model_compare"
+    arms = {"tiny-qwen-l": dict(label="tiny-qwen-l-old", setting="old preset")}
     run_notebook("model_compare", dict(models=MODELS, families=FAMILIES, scale_pair=["tiny-qwen-s", "tiny-qwen-l"],
-                                       results_dir=str(results), n_boot=500), out, ROOT / "notebooks", timeout=300)
+                                       results_dir=str(results), n_boot=500, preset_arms=arms), out,
+                 ROOT / "notebooks", timeout=300)
     summary = json.loads((out / "summary.json").read_text())
     # the milestones every run reached (40 and 30 are one model's only), on the same records
     assert summary["common_milestones"] == [10, 20] and summary["n_edits"] == 20
@@ -452,6 +456,14 @@ def test_model_compare_chapter(results):
     assert list(zip(presets.model, presets.run, presets.measure)) == [("tiny-qwen-s", "tiny-qwen-s-c3", "locality")]
     assert presets["diff"].tolist() == [-0.25]
     assert pd.read_csv(out / "plans.csv").command.str.contains("alphaedit_core.compare run --model tiny-gemma").any()
+    # the preset arm: current − earlier preset on the same records, AlphaEdit, at the milestones both reached
+    arm = pd.read_csv(out / "preset_arms.csv").set_index(["model", "edits", "measure"])
+    assert set(arm.index.get_level_values("edits")) == {10, 20} and set(arm.index.get_level_values("model")) == {
+        "tiny-qwen-l"}
+    assert arm.loc[("tiny-qwen-l", 10, "efficacy"), "diff"] == pytest.approx(0.4)  # 1.0 − 0.6, ten records
+    assert arm.loc[("tiny-qwen-l", 20, "efficacy"), ["diff", "n"]].tolist() == pytest.approx([0.3, 20])
+    targets = pd.read_csv(out / "preset_arm_targets.csv").set_index(["arm", "edits"])
+    assert targets.loc[("earlier", 20), "target_loss"] == pytest.approx(0.015)  # batches 0 and 1: 0.01, 0.02
 
 
 def test_instruct_vs_base_chapter(results):
