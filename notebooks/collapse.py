@@ -121,6 +121,7 @@ calibrated = "auto"  # calibrated.json whose rule edits one more stream ("auto":
 run_variants = None  # the streams this execution edits (None: every variant, ablation and the calibrated one)
 time_budget_min = None  # start no new edit batch after this many minutes, all variants together
 report_at = [1000, 2000]  # milestones of the closing table
+matched = [["mpes", "norm"]]  # [a, b]: two streams that bound the norm about equally by different means, paired a − b
 value_norm_probes = 50  # probe requests of the value-vector check on the streams' snapshots (0: skip it)
 value_norm_streams = ["alphaedit", "anchor"]  # streams whose milestone snapshots the check reads (where present)
 quick = False
@@ -145,8 +146,8 @@ from alphaedit_core.metrics import summarize
 from alphaedit_core.metrics.paired import paired_differences, plot_paired_differences
 from alphaedit_core.paths import cache_dir
 from alphaedit_core.study import ROOT, run_notebook, sync_pair
-from alphaedit_core.verdicts import (FAMILIES, c7_why, calibrated_preservation, n1_norm_growth, onsets,
-                                    stability_source)
+from alphaedit_core.verdicts import (FAMILIES, c7_why, calibrated_preservation, n1_norm_growth, norm_mechanism,
+                                    onsets, stability_source)
 
 PLAIN, MEMIT = "alphaedit", "memit"
 model_dir = label or model.replace("/", "--")
@@ -531,6 +532,29 @@ for at in [m for m in (1000, 2000) if m in set(milestones)]:
 display(Markdown("\n".join(lines) if lines else "Fewer than three streams share a milestone from 1,000 edits on."))
 
 # %% [markdown]
+# ## At a matched norm: is it the norm, or the over-optimised targets?
+# Early stopping (mpes) bounds the norm by asking less of each target; the norm penalty (norm) bounds it in the solve
+# while every target is optimised as far as plain AlphaEdit's. Where the two leave the last edited layer about
+# equally far from its original (the norms below), their paired difference on the same records says what the way of
+# bounding adds at that norm: zero if the norm alone sets what survives, above zero for mpes if the over-optimised
+# targets do harm of their own.
+
+# %% tags=["hide-input"]
+pairs = [(a, b) for a, b in matched if a in streams and b in streams]
+versus_matched = pd.concat([paired_against([a], b).assign(reference=b) for a, b in pairs], ignore_index=True) \
+    if pairs else pd.DataFrame(columns=["stream", "reference", *group, "n", "diff", "ci_low", "ci_high"])
+versus_matched.to_csv(out / "paired_matched_norm.csv", index=False)
+if len(versus_matched):
+    for a, b in pairs:
+        both = [e for e in milestones if (a, e) in norm_at.index and (b, e) in norm_at.index]
+        display(Markdown(f"**{a} − {b}**, paired. ‖W − W⁰‖/‖W⁰‖ of the last edited layer ({a} / {b}): "
+                         + "; ".join(f"{e:,} edits {norm_at[(a, e)]:.2f} / {norm_at[(b, e)]:.2f}" for e in both)
+                         + "."))
+        display(intervals(versus_matched[versus_matched.reference == b]).loc[[a]])
+else:
+    display(Markdown("No matched pair of streams evaluated yet."))
+
+# %% [markdown]
 # ## Does the value vector grow? Norm-Anchor Scaling's premise
 # NAS rescales each solved value vector v* = v0 + (z − h0) to the norm of those solved on the unedited model, on the
 # premise that along a long stream v* and the edited weights amplify each other. Whether v* grows is measured without
@@ -728,6 +752,8 @@ norms = {s: {int(e): float(r) for e, r in zip(g.edits, g.relative_change) if e i
          for s, g in last_rows.groupby("stream")}
 n_planned = plain_summary["n_edits_planned"] if plain_summary else setting["n_edits"]
 claims = {"N1": n1_norm_growth(scores, norms, n_planned, stabilisers)}
+rank = norm_mechanism(scores, norms, n_planned, stabilisers)  # N1's "tracks", kept as a table for the book
+pd.DataFrame(rank.get("rhos") or [], columns=["family", "edits", "rho"]).to_csv(out / "norm_rank.csv", index=False)
 why = {"C7": c7_why(scores, norms, n_planned, stabilisers)}
 
 

@@ -258,6 +258,13 @@ def test_collapse_notebook_runs_the_variants_compares_them_and_resumes(tiny_setu
     assert cases["no-cache"] == {2: cases["alphaedit"][2]}
     paired = pd.read_csv(out / "paired_vs_plain.csv")
     assert set(paired.stream) == set(others) and set(paired.edits) == {2, 4}
+    # the matched-norm pair (mpes − norm, the notebook's default): per-record differences on the same records
+    matched = pd.read_csv(out / "paired_matched_norm.csv")
+    assert set(matched.stream) == {"mpes"} and set(matched.reference) == {"norm"} and set(matched.edits) == {2, 4}
+    row = matched[(matched.edits == 4) & (matched.family == "easyedit") & (matched.metric == "rewrite_acc")].iloc[0]
+    acc = raw[(raw.edits == 4) & (raw.family == "easyedit") & (raw.metric == "rewrite_acc")
+              & (raw.prompt_kind == "rewrite")].pivot_table(index="case_id", columns="stream", values="value")
+    assert row.n == len(acc) and row["diff"] == pytest.approx((acc.mpes - acc.norm).mean())
     versus = pd.read_csv(out / "paired_vs_memit.csv")  # plain, ablations and calibrated against MEMIT
     assert set(versus.stream) == {"alphaedit", "no-cache", "calibrated"} and (versus.n_only_a == 0).all()
     # the calibrated question is decided on those rows at the planned 4 edits (the rule's cases: test_verdicts.py)
