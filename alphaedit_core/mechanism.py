@@ -64,6 +64,10 @@ def shared_groups(raw: pd.DataFrame, a: str, b: str, by: Sequence[str], col: str
     return both.set_index(by).loc[lambda t: t.index.isin(keep)].reset_index()
 
 
+REPORT_COLUMNS = ("batch", "edits", "target_shift", "anchor_skipped", "seconds_targets", "seconds_keys", "seconds_solve",
+                  "target_steps")
+
+
 def checkpoint_reports(root: str | Path) -> pd.DataFrame:
     """Per batch, what the editor recorded in the checkpoint at `root` (a stream's `run_dir / method`): batch, edits,
     target_shift (mean ‖z − h0‖ of the batch's targets, NaN for checkpoints written before it was recorded),
@@ -71,16 +75,28 @@ def checkpoint_reports(root: str | Path) -> pd.DataFrame:
 
     Read only (`checkpoint.read_meta`: the version readers read, read again when a stream replaces it meanwhile),
     so a stream may be writing it."""
-    columns = ["batch", "edits", "target_shift", "anchor_skipped", "seconds_targets", "seconds_keys", "seconds_solve",
-               "target_steps"]
     meta = read_meta(root)
     if meta is None:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=REPORT_COLUMNS)
     rows = [dict(batch=r["batch"], edits=r["edits_done"], target_shift=r.get("target_shift_mean", math.nan),
                  anchor_skipped=r.get("anchor_skipped", 0), seconds_targets=r["seconds_targets"],
                  seconds_keys=r["seconds_keys"], seconds_solve=r["seconds_solve"], target_steps=r["target_steps_mean"])
             for r in meta.get("reports", [])]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=REPORT_COLUMNS)
+
+
+def stream_reports(checkpoint: str | Path | None, saved: str | Path) -> tuple[pd.DataFrame, bool]:
+    """One stream's per-batch reports (`checkpoint_reports`) and whether they come from its checkpoint: from the
+    checkpoint when this machine has one holding at least as many batches as the copy `saved` beside the stream's
+    tables (the caller then rewrites that copy), else from `saved` (a stream edited on another machine, whose
+    checkpoint is not here). Empty when neither exists."""
+    fresh = checkpoint_reports(checkpoint) if checkpoint else None
+    kept = pd.read_csv(saved) if Path(saved).exists() else None
+    if fresh is not None and len(fresh) and (kept is None or len(fresh) >= len(kept)):
+        return fresh, True
+    if kept is not None:
+        return kept, False
+    return (fresh if fresh is not None else pd.DataFrame(columns=REPORT_COLUMNS)), False
 
 
 def per_batch(diag: pd.DataFrame, reports: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -285,11 +285,15 @@ for name, (folder, method) in sources.items():
     key = mechanism.run_key_of(raw, f"{folder}/metrics_raw-{method}.csv")
     summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").exists() else {}
     checkpoint = cache_dir("runs", "edit_count") / key / method if key else None
+    # the editor's reports live in the checkpoint (this machine's cache); a copy beside the stream's tables keeps
+    # them for a machine without it (the plain streams' folder belongs to the edit-count chapter: not written)
+    reports, fresh = mechanism.stream_reports(checkpoint, folder / f"reports-{method}.csv")
+    if fresh and name in specs:
+        reports.to_csv(folder / f"reports-{method}.csv", index=False)
     streams[name] = dict(raw=raw.assign(stream=name), run_key=key, summary=summary, method=method,
                          diag=read_table(folder, "diagnostics", method),
                          cap=read_table(folder, "capability_raw", method),
-                         hidden=read_table(folder, "hidden_drift", method),
-                         reports=mechanism.checkpoint_reports(checkpoint) if checkpoint else None)
+                         hidden=read_table(folder, "hidden_drift", method), reports=reports)
 if PLAIN not in streams:
     raise FileNotFoundError(f"no plain AlphaEdit stream in {reference}: run the edit_count notebook first")
 for name, s in streams.items():

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -85,6 +86,18 @@ def test_killed_between_the_swaps_the_older_or_newer_version_is_current(tmp_path
     assert ckpt.read_meta(tmp_path / "none") is None
     reports = mechanism.checkpoint_reports(tmp_path / "ck")
     assert list(reports.batch) == [0, 1] and list(reports.edits) == [BATCH, 2 * BATCH]
+    # a stream's reports: the checkpoint's when this machine has it, else the copy kept beside its tables
+    saved = tmp_path / "reports.csv"
+    got, fresh = mechanism.stream_reports(tmp_path / "ck", saved)
+    assert fresh and list(got.batch) == [0, 1]
+    got.to_csv(saved, index=False)
+    got, fresh = mechanism.stream_reports(tmp_path / "elsewhere", saved)  # edited on another machine
+    assert not fresh and list(got.batch) == [0, 1] and list(got.edits) == [BATCH, 2 * BATCH]
+    pd.concat([got, got.iloc[[-1]].assign(batch=2, edits=3 * BATCH)]).to_csv(saved, index=False)  # a longer copy wins
+    got, fresh = mechanism.stream_reports(tmp_path / "ck", saved)
+    assert not fresh and list(got.batch) == [0, 1, 2]
+    got, fresh = mechanism.stream_reports(None, tmp_path / "missing.csv")
+    assert not fresh and got.empty and list(got.columns) == list(mechanism.REPORT_COLUMNS)
 
 
 def test_a_second_writer_is_refused_while_a_reader_may_read(tmp_path):
