@@ -293,10 +293,11 @@ def test_early_stopping_bounds_the_norm_and_postpones_the_collapse():
 
 def test_the_norm_penalty_bounds_the_norm_further_and_the_losses_follow_the_norm():
     """mpes+norm "bounds the norm further"; "edits about as well as early stopping alone" (efficacy against mpes's,
-    and better than plain in efficacy and rewrite accuracy) "and keeps more of the neighbourhood"; "the one whose norm
-    is larger has lost more since its first milestone at every milestone from 1,000 edits, in both families", so N1
-    is reproduced; "without P or without the memory ... the weights move less than plain AlphaEdit's and the edits
-    die sooner". The ordering is checked by sorting here, not by verdicts.rank_correlation."""
+    and better than plain in efficacy and rewrite accuracy) "and keeps more of the neighbourhood"; "Across the five
+    AlphaEdit streams that ran all 2,000 edits ... the larger norm goes with the larger loss since the first milestone
+    at every milestone from 1,000 edits: Spearman's ρ ... averages [norm_rank's mean]", so N1 is reproduced; "without
+    P or without the memory ... the weights move less than plain AlphaEdit's and the edits die sooner". ρ is computed
+    here from ranks (pandas), not by verdicts.rank_correlation."""
     mech = table("collapse/mechanism.csv")
     if "mpes+norm" not in set(mech.stream) or 2000 not in set(mech[mech.stream == "mpes+norm"].edits):
         pytest.skip("the mpes+norm stream has not reached 2,000 edits")
@@ -307,14 +308,21 @@ def test_the_norm_penalty_bounds_the_norm_further_and_the_losses_follow_the_norm
     assert abs(mean["mpes+norm", 2000, "official", "efficacy"] - mean["mpes", 2000, "official", "efficacy"]) < 0.05
     for family, metric in (("official", "efficacy"), ("easyedit", "rewrite_acc"), ("easyedit", "locality")):
         assert paired_at("collapse/paired_vs_plain.csv", "mpes+norm", 2000, family, metric).ci_low > 0, metric
-    streams = ["alphaedit", "mpes", "mpes+norm"]
+    streams = ["alphaedit", "mpes", "norm", "anchor", "mpes+norm"]
+    if any((s, 2000) not in last.index for s in streams):
+        pytest.skip("not every AlphaEdit stream has reached 2,000 edits")
+    rhos = []
     for family, metric in (("official", "efficacy"), ("easyedit", "rewrite_acc")):
         for edits in (1000, 1500, 2000):
             first = {s: mean[s].xs((family, metric), level=("family", "metric")).drop(0, errors="ignore").sort_index()
                      .iloc[0] for s in streams}
-            lost = {s: first[s] - mean[s, edits, family, metric] for s in streams}
-            assert sorted(streams, key=lambda s: last[s, edits]) == sorted(streams, key=lambda s: lost[s]), \
-                (family, edits)
+            change = pd.Series({s: mean[s, edits, family, metric] - first[s] for s in streams})
+            norm = pd.Series({s: last[s, edits] for s in streams})
+            rho = norm.rank().corr(change.rank())
+            assert rho < 0, (family, edits)  # "at every milestone from 1,000 edits": the larger norm, the larger loss
+            rhos.append(rho)
+    ranked = table("collapse/norm_rank.csv")
+    assert len(ranked) == 6 and sum(rhos) / 6 == pytest.approx(ranked.rho.mean())
     assert document("collapse/summary.json")["claims"]["N1"]["verdict"] == "reproduced"
     for ablation in ("no-cache", "p-identity"):
         assert last[ablation, 1000] < last["alphaedit", 1000]
@@ -427,21 +435,36 @@ def test_the_value_vectors_grow_by_about_a_third_and_anchoring_them_helps_only_a
     assert loc.ci_low <= 0 <= loc.ci_high
 
 
-def test_the_norm_penalty_alone_keeps_rewrites_at_1000_edits_without_stopping_early():
-    """"Halfway, the norm penalty alone points to the norm: without stopping any target optimisation early (it takes
-    ... Adam steps per request, plain AlphaEdit ...), it moves the last edited layer by [less] ... and keeps rewrite
-    accuracy ... above plain AlphaEdit's, at equal efficacy"."""
+def test_the_norm_penalty_alone_matches_early_stoppings_norm_and_early_stopping_keeps_more():
+    """The norm penalty "optimises every target as far as plain AlphaEdit does" and "bounds the norm ... by as much as
+    early stopping does"; "Bounding the norm alone helps: against plain AlphaEdit at 2,000 edits efficacy ...,
+    locality ..., and its rewrite accuracy never collapses. But at that matched norm early stopping keeps more ... in
+    efficacy and ... in locality at 2,000 edits (locality ... at 1,000), while the penalty's fully optimised targets
+    buy teacher-forced rewrite accuracy only midway"."""
     mech = table("collapse/mechanism.csv")
     last = mech[mech.layer == mech.layer.max()].set_index(["stream", "edits"])
-    if ("norm", 1000) not in last.index:
-        pytest.skip("the norm stream has not reached 1,000 edits")
-    assert abs(last.target_steps_mean["norm", 1000] - last.target_steps_mean["alphaedit", 1000]) < 2
-    assert last.target_steps_mean["norm", 1000] > 2 * last.target_steps_mean["mpes", 1000]  # not stopped early
-    assert last.relative_change["norm", 1000] < last.relative_change["alphaedit", 1000]
-    assert paired_at("collapse/paired_vs_plain.csv", "norm", 1000, "easyedit", "rewrite_acc").ci_low > 0
-    eff = paired_at("collapse/paired_vs_plain.csv", "norm", 1000, "official", "efficacy")
-    assert eff.ci_low <= 0 <= eff.ci_high
-
+    if ("norm", 2000) not in last.index:
+        pytest.skip("the norm stream has not reached 2,000 edits")
+    steps = last.target_steps_mean
+    assert abs(steps["norm", 2000] - steps["alphaedit", 2000]) < 2 and steps["norm", 2000] > 2 * steps["mpes", 2000]
+    norm = last.relative_change
+    assert abs(norm["norm", 2000] - norm["mpes", 2000]) < 0.05 * norm["mpes", 2000] < norm["alphaedit", 2000]
+    for family, metric in (("official", "efficacy"), ("easyedit", "locality")):
+        assert paired_at("collapse/paired_vs_plain.csv", "norm", 2000, family, metric).ci_low > 0, metric
+    onset = table("collapse/onsets.csv").set_index(["stream", "measure"])
+    assert pd.isna(onset.collapse["norm", "easyedit: rewrite_acc"])
+    matched = "collapse/paired_matched_norm.csv"
+    for edits, family, metric in ((2000, "official", "efficacy"), (2000, "easyedit", "locality"),
+                                  (1000, "easyedit", "locality")):
+        assert paired_at(matched, "mpes", edits, family, metric).ci_low > 0, (edits, metric)
+    assert paired_at(matched, "mpes", 1000, "easyedit", "rewrite_acc").ci_high < 0  # the penalty's, midway
+    late = paired_at(matched, "mpes", 2000, "easyedit", "rewrite_acc")
+    assert late.ci_low < 0 < late.ci_high
+    # the paired table against the records themselves: mpes − norm efficacy at 2,000 edits, record by record
+    raw = table("collapse/metrics_raw.csv")
+    eff = raw[(raw.edits == 2000) & (raw.family == "official") & (raw.metric == "efficacy")
+              & raw.stream.isin(["mpes", "norm"])].pivot_table(index="case_id", columns="stream", values="value")
+    assert paired_at(matched, "mpes", 2000, "official", "efficacy")["diff"] == pytest.approx((eff.mpes - eff.norm).mean())
 
 def test_gemmas_projector_leaks_less_and_has_a_null_space_this_model_lacks():
     """"The first other model checked does not have one [a real null space at the official threshold] ... less leak,
