@@ -759,6 +759,22 @@ claims = {"N1": n1_norm_growth(scores, norms, n_planned, stabilisers)}
 rank = norm_mechanism(scores, norms, n_planned, stabilisers)  # N1's "tracks", kept as a table for the book
 pd.DataFrame(rank.get("rhos") or [], columns=["family", "edits", "rho"]).to_csv(out / "norm_rank.csv", index=False)
 why = {"C7": c7_why(scores, norms, n_planned, stabilisers)}
+for a, b in pairs if claims["N1"]["verdict"] != "not testable here" else []:  # the matched-norm pair qualifies N1
+    rows_ab = versus_matched[(versus_matched.stream == a) & (versus_matched.reference == b)]
+    at = int(rows_ab.edits.max()) if len(rows_ab) else 0
+    if not at or (PLAIN, at) not in norm_at.index:
+        continue
+    cells = {m: rows_ab[(rows_ab.edits == at) & (rows_ab.family == f) & (rows_ab.metric == m)]
+             for f, m in (("official", "efficacy"), ("easyedit", "locality"), ("easyedit", "rewrite_acc"))}
+    text = "; ".join(f"{m} {100 * r['diff'].iloc[0]:+.1f} [{100 * r.ci_low.iloc[0]:+.1f}, {100 * r.ci_high.iloc[0]:+.1f}]"
+                     for m, r in cells.items() if len(r))
+    ahead = [who for who, side in ((a, "ci_low"), (b, "ci_high"))
+             if any(len(r) and (r[side].iloc[0] > 0 if who == a else r[side].iloc[0] < 0) for r in cells.values())]
+    claims["N1"]["evidence"] += (
+        f" At a matched norm ({a} ×{norm_at[(a, at)] / norm_at[(PLAIN, at)]:.2f}, {b} "
+        f"×{norm_at[(b, at)] / norm_at[(PLAIN, at)]:.2f} of plain at {at:,} edits), {a} − {b} paired, points: {text}: "
+        + (f"how the norm is bounded matters beyond the norm itself ({' and '.join(ahead)} ahead in some measure)."
+           if ahead else "no difference beyond the norm itself."))
 
 
 def last_rows_of(table: pd.DataFrame, stream_name: str,

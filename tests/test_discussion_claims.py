@@ -465,6 +465,11 @@ def test_the_norm_penalty_alone_matches_early_stoppings_norm_and_early_stopping_
     eff = raw[(raw.edits == 2000) & (raw.family == "official") & (raw.metric == "efficacy")
               & raw.stream.isin(["mpes", "norm"])].pivot_table(index="case_id", columns="stream", values="value")
     assert paired_at(matched, "mpes", 2000, "official", "efficacy")["diff"] == pytest.approx((eff.mpes - eff.norm).mean())
+    # the ledger's N1 carries the matched comparison (the ratios to plain computed here from the mechanism table)
+    n1 = document("collapse/summary.json")["claims"]["N1"]["evidence"]
+    ratio = {s: norm[s, 2000] / norm["alphaedit", 2000] for s in ("mpes", "norm")}
+    assert f"At a matched norm (mpes ×{ratio['mpes']:.2f}, norm ×{ratio['norm']:.2f} of plain at 2,000 edits)" in n1
+    assert "(mpes ahead in some measure)" in n1
 
 def test_gemmas_projector_leaks_less_and_has_a_null_space_this_model_lacks():
     """"The first other model checked does not have one [a real null space at the official threshold] ... less leak,
