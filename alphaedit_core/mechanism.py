@@ -64,8 +64,8 @@ def shared_groups(raw: pd.DataFrame, a: str, b: str, by: Sequence[str], col: str
     return both.set_index(by).loc[lambda t: t.index.isin(keep)].reset_index()
 
 
-REPORT_COLUMNS = ("batch", "edits", "target_shift", "anchor_skipped", "seconds_targets", "seconds_keys", "seconds_solve",
-                  "target_steps")
+REPORT_COLUMNS = ("batch", "edits", "target_shift", "anchor_skipped", "seconds_targets", "seconds_keys",
+                  "seconds_solve", "target_steps")
 
 
 def checkpoint_reports(root: str | Path) -> pd.DataFrame:

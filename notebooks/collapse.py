@@ -766,13 +766,14 @@ for a, b in pairs if claims["N1"]["verdict"] != "not testable here" else []:  # 
         continue
     cells = {m: rows_ab[(rows_ab.edits == at) & (rows_ab.family == f) & (rows_ab.metric == m)]
              for f, m in (("official", "efficacy"), ("easyedit", "locality"), ("easyedit", "rewrite_acc"))}
-    text = "; ".join(f"{m} {100 * r['diff'].iloc[0]:+.1f} [{100 * r.ci_low.iloc[0]:+.1f}, {100 * r.ci_high.iloc[0]:+.1f}]"
-                     for m, r in cells.items() if len(r))
+    text = "; ".join(f"{m} {100 * r['diff'].iloc[0]:+.1f} [{100 * r.ci_low.iloc[0]:+.1f}, "
+                     f"{100 * r.ci_high.iloc[0]:+.1f}]" for m, r in cells.items() if len(r))
     ahead = [who for who, side in ((a, "ci_low"), (b, "ci_high"))
              if any(len(r) and (r[side].iloc[0] > 0 if who == a else r[side].iloc[0] < 0) for r in cells.values())]
+    ratio = {x: norm_at[(x, at)] / norm_at[(PLAIN, at)] for x in (a, b)}
     claims["N1"]["evidence"] += (
-        f" At a matched norm ({a} ×{norm_at[(a, at)] / norm_at[(PLAIN, at)]:.2f}, {b} "
-        f"×{norm_at[(b, at)] / norm_at[(PLAIN, at)]:.2f} of plain at {at:,} edits), {a} − {b} paired, points: {text}: "
+        f" At a matched norm ({a} ×{ratio[a]:.2f}, {b} ×{ratio[b]:.2f} of plain at {at:,} edits), "
+        f"{a} − {b} paired, points: {text}: "
         + (f"how the norm is bounded matters beyond the norm itself ({' and '.join(ahead)} ahead in some measure)."
            if ahead else "no difference beyond the norm itself."))
 

@@ -464,7 +464,8 @@ def test_the_norm_penalty_alone_matches_early_stoppings_norm_and_early_stopping_
     raw = table("collapse/metrics_raw.csv")
     eff = raw[(raw.edits == 2000) & (raw.family == "official") & (raw.metric == "efficacy")
               & raw.stream.isin(["mpes", "norm"])].pivot_table(index="case_id", columns="stream", values="value")
-    assert paired_at(matched, "mpes", 2000, "official", "efficacy")["diff"] == pytest.approx((eff.mpes - eff.norm).mean())
+    matched_eff = paired_at(matched, "mpes", 2000, "official", "efficacy")
+    assert matched_eff["diff"] == pytest.approx((eff.mpes - eff.norm).mean())
     # the ledger's N1 carries the matched comparison (the ratios to plain computed here from the mechanism table)
     n1 = document("collapse/summary.json")["claims"]["N1"]["evidence"]
     ratio = {s: norm[s, 2000] / norm["alphaedit", 2000] for s in ("mpes", "norm")}
