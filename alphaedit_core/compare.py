@@ -357,6 +357,14 @@ def per_batch(diagnostics):
     return diagnostics.drop_duplicates(["method", "batch"], keep="last")
 
 
+def targets_upto(diagnostics, method: str, edits: int) -> dict[str, float]:
+    """How strongly `method` was asked to edit up to milestone `edits`: the targets' final loss and Adam steps per
+    request, means over its batches so far (`per_batch`)."""
+    b = per_batch(diagnostics)
+    b = b[(b.method == method) & (b.edits <= edits)]
+    return dict(target_loss=float(b.target_loss.mean()), target_steps=float(b.target_steps.mean()))
+
+
 def run_cost(run: Run) -> dict[str, Any]:
     """What a run cost: editing seconds per method (the sum over batches of targets + keys + solve, from
     diagnostics.csv: every sitting), the wall time of the recorded sittings (sittings.jsonl, written by `main`), and

@@ -96,7 +96,7 @@ def stream_reports(checkpoint: str | Path | None, saved: str | Path) -> tuple[pd
         return fresh, True
     if kept is not None:
         return kept, False
-    return (fresh if fresh is not None else pd.DataFrame(columns=REPORT_COLUMNS)), False
+    return pd.DataFrame(columns=REPORT_COLUMNS), False
 
 
 def per_batch(diag: pd.DataFrame, reports: pd.DataFrame | None = None) -> pd.DataFrame:

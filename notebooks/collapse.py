@@ -764,12 +764,12 @@ for a, b in pairs if claims["N1"]["verdict"] != "not testable here" else []:  # 
     at = int(rows_ab.edits.max()) if len(rows_ab) else 0
     if not at or (PLAIN, at) not in norm_at.index:
         continue
-    cells = {m: rows_ab[(rows_ab.edits == at) & (rows_ab.family == f) & (rows_ab.metric == m)]
-             for f, m in (("official", "efficacy"), ("easyedit", "locality"), ("easyedit", "rewrite_acc"))}
-    text = "; ".join(f"{m} {100 * r['diff'].iloc[0]:+.1f} [{100 * r.ci_low.iloc[0]:+.1f}, "
-                     f"{100 * r.ci_high.iloc[0]:+.1f}]" for m, r in cells.items() if len(r))
-    ahead = [who for who, side in ((a, "ci_low"), (b, "ci_high"))
-             if any(len(r) and (r[side].iloc[0] > 0 if who == a else r[side].iloc[0] < 0) for r in cells.values())]
+    picked = [g.iloc[0] for f, m in (("official", "efficacy"), ("easyedit", "locality"), ("easyedit", "rewrite_acc"))
+              if len(g := rows_ab[(rows_ab.edits == at) & (rows_ab.family == f) & (rows_ab.metric == m)])]
+    text = "; ".join(f"{r.metric} {100 * r['diff']:+.1f} [{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]"
+                     for r in picked)
+    ahead = [who for who, won in ((a, any(r.ci_low > 0 for r in picked)), (b, any(r.ci_high < 0 for r in picked)))
+             if won]
     ratio = {x: norm_at[(x, at)] / norm_at[(PLAIN, at)] for x in (a, b)}
     claims["N1"]["evidence"] += (
         f" At a matched norm ({a} ×{ratio[a]:.2f}, {b} ×{ratio[b]:.2f} of plain at {at:,} edits), "

@@ -67,7 +67,7 @@ from IPython.display import Markdown, display
 from alphaedit_core import compare
 from alphaedit_core.compare import (EDIT_MEASURES, KEEP_MEASURES, MODELS, c1_across, c8_scale, c10_families,
                                     combine_rules, common_milestones, first_last, long_frame, paired_rows,
-                                    per_batch, read_projection, read_run, run_cost, same_records, summarize_runs)
+                                    read_projection, read_run, run_cost, same_records, summarize_runs)
 
 root = Path(results_dir)
 out = root / label / "model_compare"
@@ -373,11 +373,9 @@ for run in present:
     d = d[d.edits.isin(common)]
     if run.rule != "official":
         d = d[d.method == "alphaedit"]
-    batches = per_batch(run.diagnostics)
     for (meth, e), g in d.groupby(["method", "edits"]):
-        upto = batches[(batches.method == meth) & (batches.edits <= e)]
         diag_rows.append(dict(model=run.model, rule=run.rule, method=meth, edits=e,
-                              target_loss=upto.target_loss.mean(), target_steps=upto.target_steps.mean(),
+                              **compare.targets_upto(run.diagnostics, meth, e),
                               relative_change=g.relative_change.mean(), condition=g.condition.mean(),
                               drift=g.drift.mean()))
 weights = pd.DataFrame(diag_rows, columns=["model", "rule", "method", "edits", "target_loss", "target_steps",
@@ -411,10 +409,7 @@ for m, arm in preset_arms.items():
             arm_rows.append(dict(model=m, earlier=arm["setting"], edits=e, measure=measure,
                                  **{k: row[k] for k in ("n", "mean_a", "mean_b", "diff", "ci_low", "ci_high")}))
         for name, r in (("current", current), ("earlier", earlier)):
-            b = per_batch(r.diagnostics)
-            b = b[(b.method == "alphaedit") & (b.edits <= e)]
-            arm_loss.append(dict(model=m, arm=name, edits=e, target_loss=b.target_loss.mean(),
-                                 target_steps=b.target_steps.mean()))
+            arm_loss.append(dict(model=m, arm=name, edits=e, **compare.targets_upto(r.diagnostics, "alphaedit", e)))
 preset_arm = pd.DataFrame(arm_rows, columns=["model", "earlier", "edits", "measure", "n", "mean_a", "mean_b", "diff",
                                              "ci_low", "ci_high"])
 preset_arm.to_csv(out / "preset_arms.csv", index=False)
