@@ -759,6 +759,83 @@ def combine_rules(by_rule: Mapping[str, Mapping[str, str]]) -> dict:
     return dict(verdict=verdict, evidence=evidence)
 
 
+# --- readings that qualify a verdict ----------------------------------------------------------------------------
+
+def trade_off(diffs: Mapping[str, Mapping[str, float]]) -> dict[str, list[str]] | None:
+    """Whether a paired difference a − b between two models is a move along the edit/preservation trade-off rather
+    than a ranking. `diffs`: measure -> paired difference (diff, ci_low, ci_high).
+
+    Returns dict(lands_more=[edit measures where a is better], keeps_more=[keep measures where a is better],
+    lands_fewer=..., keeps_fewer=...) when a is better in some EDIT_MEASURE and worse in some KEEP_MEASURE, or the
+    reverse, each with its interval clear of 0 and no measure of either kind pointing the other way; None
+    otherwise (one model better or no worse everywhere, or mixed signals inside one kind)."""
+    def split(measures: tuple[str, ...]) -> tuple[list[str], list[str]]:
+        dirs = {m: direction(diffs.get(m)) for m in measures}
+        return [m for m, d in dirs.items() if d == "better"], [m for m, d in dirs.items() if d == "worse"]
+
+    edit_up, edit_down = split(EDIT_MEASURES)
+    keep_up, keep_down = split(KEEP_MEASURES)
+    if (edit_up and edit_down) or (keep_up and keep_down):
+        return None
+    if (edit_up and keep_down) or (edit_down and keep_up):
+        return dict(lands_more=edit_up, keeps_more=keep_up, lands_fewer=edit_down, keeps_fewer=keep_down)
+    return None
+
+
+def method_gaps(vs_memit, weights, *, edits: int, measure: str = "efficacy"):
+    """Per model (official P): AlphaEdit − MEMIT in `measure` at milestone `edits` next to the size of each
+    method's update there.
+
+    `vs_memit`: the chapter's paired table (model, rule, edits, measure, diff, ci_low, ci_high); `weights`: mean
+    relative weight change per run (model, rule, method, edits, relative_change). Returns one row per model with
+    both: model, edits, diff, ci_low, ci_high, change_alphaedit, change_memit and change_ratio (MEMIT's update as
+    a share of AlphaEdit's, ‖ΔW‖/‖W‖ means over the edited layers)."""
+    import pandas as pd
+
+    columns = ["model", "edits", "diff", "ci_low", "ci_high", "change_alphaedit", "change_memit", "change_ratio"]
+    gap = vs_memit[(vs_memit.rule == "official") & (vs_memit.edits == edits) & (vs_memit.measure == measure)]
+    w = weights[(weights.rule == "official") & (weights.edits == edits)]
+    rows = []
+    for g in gap.itertuples():
+        change = {m: w[(w.model == g.model) & (w.method == m)].relative_change for m in ("alphaedit", "memit")}
+        if any(c.empty for c in change.values()):
+            continue
+        a, b = float(change["alphaedit"].iloc[0]), float(change["memit"].iloc[0])
+        rows.append(dict(model=g.model, edits=edits, diff=float(g.diff), ci_low=float(g.ci_low),
+                         ci_high=float(g.ci_high), change_alphaedit=a, change_memit=b,
+                         change_ratio=b / a if a > 0 else math.nan))
+    return pd.DataFrame(rows, columns=columns)
+
+
+def method_gap_reading(gaps, reference: str, *, measure: str = "efficacy") -> str:
+    """One paragraph on `method_gaps`' table: each model whose AlphaEdit − MEMIT gap exceeds the `reference`
+    model's by DROP or more (MEMIT falls that much further behind there), whether MEMIT's update is also a smaller
+    share of AlphaEdit's there than on the reference, and what would tell a model effect from MEMIT's
+    regularisation (λ, the weight of the preserved keys' second moment, set for LLaMA). Empty string when the
+    reference model or every other model is missing."""
+    ref = gaps[gaps.model == reference]
+    if ref.empty:
+        return ""
+    r = ref.iloc[0]
+    lines = []
+    for g in gaps[gaps.model != reference].itertuples():
+        further = g.diff - r["diff"]
+        if not further >= DROP:
+            continue
+        smaller = _finite(g.change_ratio) and _finite(r.change_ratio) and g.change_ratio < r.change_ratio
+        lines.append(
+            f"On {g.model} MEMIT falls {100 * further:.0f} points further behind AlphaEdit in {measure} than on "
+            f"{reference} at {g.edits:,} edits ({100 * g.diff:+.1f} [{100 * g.ci_low:+.1f}, {100 * g.ci_high:+.1f}] "
+            f"against {100 * r['diff']:+.1f}), and its update is "
+            + (f"a smaller share of AlphaEdit's there ({g.change_ratio:.2f}× against {r.change_ratio:.2f}×)"
+               if smaller else
+               f"not a smaller share of AlphaEdit's there ({g.change_ratio:.2f}× against {r.change_ratio:.2f}×)")
+            + ". MEMIT's λ (the weight of the preserved keys' second moment in its solve) was set for LLaMA: "
+              "with the same targets, a λ at which MEMIT's update matches AlphaEdit's in size would tell a model "
+              "effect from a mis-set λ (`benchmarks/memit_lambda_check.py`).")
+    return " ".join(lines)
+
+
 # --- running the measurements -----------------------------------------------------------------------------------
 
 def _notebook_parameters(name: str, notebooks: Path) -> set[str]:

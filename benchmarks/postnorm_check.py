@@ -11,13 +11,7 @@ check; the full budget is cached for the real runs). Prints a markdown table; `-
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import time
-from pathlib import Path
-
-import torch
 
 
 def main() -> None:
@@ -34,7 +28,7 @@ def main() -> None:
     from alphaedit_core.keys import keys_and_outputs
     from alphaedit_core.hparams import EditHParams
     from alphaedit_core.models import load_model
-    from one_batch import batch_scores, keeping_targets
+    from one_batch import batch_scores, keeping_targets, machine_line, write_report
 
     model, tok = load_model(args.model)
     hp = EditHParams.load(args.model, mom2_n_tokens=args.stats_tokens)
@@ -65,11 +59,9 @@ def main() -> None:
                          seconds=time.perf_counter() - t0, post_norm_layers=found))
         ed.restore()
 
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# Post-MLP norm check: {args.model}, {args.method}, one batch of {args.edits} edits", "",
-             f"{stamp}; {platform.node()}; torch {torch.__version__}; threads {torch.get_num_threads()}; load "
-             f"{os.getloadavg()[0]:.1f}; statistics from {args.stats_tokens:,} tokens; layers {hp.layers}; layers "
-             f"with a post-MLP norm: {rows[1]['post_norm_layers']}", "",
+             machine_line(f"statistics from {args.stats_tokens:,} tokens; layers {hp.layers}; layers with a "
+                          f"post-MLP norm: {rows[1]['post_norm_layers']}"), "",
              "| setting | efficacy | specificity | rewrite_acc | max ‖Δ_l‖/‖W_l‖ | residual left | made along | "
              "made across | seconds |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -85,12 +77,7 @@ def main() -> None:
               "requests. The residual left can stay near 1 while the edits land when the change is made along the "
               "asked one and the rest lies across it: an RMSNorm only rotates its output on an ellipsoid, so the "
               "layers cannot add a change in every direction the targets, optimised in the residual stream, ask for."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        path = Path(args.out.replace("{model}", args.model))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    write_report(lines, args.out, args.model)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,7 @@ Without `--edit` nothing is edited; the targets are those the editor would compu
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import time
-from pathlib import Path
-
-import torch
 
 
 def main() -> None:
@@ -46,7 +40,7 @@ def main() -> None:
     from alphaedit_core.models import load_model
     from alphaedit_core.prompts import context_templates
     from alphaedit_core.targets import compute_targets
-    from one_batch import SCORES, batch_scores, keeping_targets
+    from one_batch import SCORES, batch_scores, keeping_targets, machine_line, write_report
 
     model, tok = load_model(args.model)
     hp = EditHParams.load(args.model)
@@ -80,13 +74,11 @@ def main() -> None:
                          **edited))
         print(rows[-1], flush=True)
 
-    load = os.getloadavg()[0]
     lines = [f"# Target optimisation against the Adam learning rate: {args.model}, the stream's first {args.edits} "
              "requests", "",
-             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.node() or 'machine'}; "
-             f"torch {torch.__version__}; threads {torch.get_num_threads()}; load {load:.1f}; preset "
-             f"`{args.model}`: layers {hp.layers}, steps cap {hp.v_num_grad_steps}, early_stop_loss "
-             f"{hp.early_stop_loss}, clamp {hp.clamp_norm_factor} × ‖h0‖, preset v_lr {hp.v_lr}", "",
+             machine_line(f"preset `{args.model}`: layers {hp.layers}, steps cap {hp.v_num_grad_steps}, "
+                          f"early_stop_loss {hp.early_stop_loss}, clamp {hp.clamp_norm_factor} × ‖h0‖, preset v_lr "
+                          f"{hp.v_lr}"), "",
              "| v_lr | ‖h0‖ | ‖z − h0‖ | ‖z − h0‖/‖h0‖ | ‖z − h0‖ / Adam bound | Adam steps | final loss (mean, max) "
              "| reach early_stop_loss | s per request |"
              + (" efficacy | specificity | rewrite_acc |" if args.edit else ""),
@@ -107,12 +99,7 @@ def main() -> None:
                   "preset's P and statistics), scored on the same records after the batch: official efficacy "
                   "(P(new) > P(true) on the rewrite prompt), official specificity (neighbourhood prompts), "
                   "EasyEdit rewrite_acc; seconds then include the edit and the scoring."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        path = Path(args.out.format(model=args.model))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    write_report(lines, args.out, args.model)
 
 
 if __name__ == "__main__":

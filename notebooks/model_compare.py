@@ -387,6 +387,32 @@ weights.to_csv(out / "weights_by_model.csv", index=False)
                   "condition": "condition number", "drift": "drift"}))
 
 # %% [markdown]
+# ## AlphaEdit − MEMIT and the size of MEMIT's update
+# A gap between the methods that is much larger on one model than on another is either the model's or a setting
+# that does not carry. MEMIT's λ (`mom2_update_weight`, the weight of the preserved keys' second moment C in its
+# solve Δ(λC + KKᵀ) = RKᵀ) comes from the LLaMA files; how large λC is next to the batch's KKᵀ depends on the
+# model's key scale, so one λ asks for updates of different sizes on different models. The table puts each model's
+# AlphaEdit − MEMIT efficacy at the last common milestone (official P, paired) next to MEMIT's update as a share of
+# AlphaEdit's (mean ‖W − W⁰‖/‖W⁰‖ over the edited layers, from the same diagnostics as the table above).
+
+# %% tags=["hide-input"]
+gaps = (compare.method_gaps(vs_memit, weights, edits=last_common) if last_common is not None
+        else compare.method_gaps(vs_memit.iloc[:0], weights.iloc[:0], edits=0))
+gaps.to_csv(out / "method_gaps.csv", index=False)
+if len(gaps):
+    display(gaps.assign(gap=[f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+                             for d, lo, hi in zip(gaps["diff"], gaps.ci_low, gaps.ci_high)])
+            .set_index("model")[["edits", "gap", "change_alphaedit", "change_memit", "change_ratio"]]
+            .round({"change_alphaedit": 3, "change_memit": 3, "change_ratio": 2})
+            .rename(columns={"gap": "AlphaEdit − MEMIT efficacy (points)", "change_alphaedit": "AlphaEdit ‖ΔW‖/‖W‖",
+                             "change_memit": "MEMIT ‖ΔW‖/‖W‖", "change_ratio": "MEMIT / AlphaEdit"})
+            .rename_axis("Model"))
+    reading = compare.method_gap_reading(gaps, default_model)
+    display(Markdown(reading or f"No model's gap exceeds {default_model}'s by {compare.DROP:.0%} or more."))
+else:
+    display(Markdown("No model has both methods' scores and diagnostics at a common milestone yet."))
+
+# %% [markdown]
 # ## A preset's share of a model's result: the v_lr amendment, paired
 # Where a model's preset changed under the rule's v_lr amendment, its run with the earlier preset (`preset_arms`) is
 # paired with its current one: AlphaEdit, official P, the same records and checkpointed stream order, at the
@@ -557,6 +583,30 @@ summary = dict(model=label, notebook="model_compare", n_edits=last_common, quick
                claims=claims)
 (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
 display(Markdown("\n".join(f"- **{cid}**: *{c['verdict']}*. {c['evidence']}" for cid, c in claims.items())))
+
+# %% [markdown]
+# **Reading C10.** A family difference can be a ranking (one family better or no worse in every measure) or a move
+# along the edit/preservation trade-off: one model lands more edits and keeps fewer unrelated facts. The second is
+# what a stronger or weaker edit does on a single model, so it says that the families sit at different points of
+# the trade-off under the same preset, not that one edits better; a matched-strength comparison (the
+# operating-points chapter's curves, per model) would tell them apart.
+
+# %% tags=["hide-input"]
+c10_rows = cross[cross.claim == "C10"] if len(cross) else cross
+lines = []
+for (r, a, b, e), g in (c10_rows.groupby(["rule", "a", "b", "edits"], sort=False) if len(c10_rows) else []):
+    move = compare.trade_off({x.measure: dict(diff=x.diff, ci_low=x.ci_low, ci_high=x.ci_high)
+                              for x in g.itertuples()})
+    if move is None:
+        lines.append(f"- [{r} P] {a} − {b} at {e:,} edits: not a trade-off (a ranking, or no clear difference).")
+        continue
+    up = move["lands_more"] + move["keeps_more"]
+    down = move["lands_fewer"] + move["keeps_fewer"]
+    lines.append(f"- [{r} P] {a} − {b} at {e:,} edits: a trade-off — {a} is higher in {', '.join(up)} and lower "
+                 f"in {', '.join(down)}, every interval clear of 0: "
+                 + ("it lands more edits and keeps fewer facts." if move["lands_more"] else
+                    "it keeps more facts and lands fewer edits."))
+display(Markdown("\n".join(lines) if lines else "No two families with paired scores yet."))
 
 # %% [markdown]
 # **How much of a model's result is its preset's (C3 per model; context, not an input of the rules above).** Every

@@ -179,7 +179,8 @@ def check_page(browser, base: str, page_path: str, width: int, height: int,
             r.abort()
 
     page.route("**/*", route)
-    page.on("console", lambda m: problems.append(f"console: {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("console", lambda m: problems.append(f"console: {m.type}: {m.text} ({m.location.get('url') or 'no URL'})")
+            if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(f"console: uncaught error: {e}"))
     page.goto(base + page_path, wait_until="load")
     page.evaluate("""() => Promise.all([

@@ -87,6 +87,59 @@ def test_c10_rules():
     assert c10_families({}, {}, {}, last=200)["verdict"] == "not testable here"
 
 
+def test_trade_off_is_one_model_landing_more_edits_and_keeping_fewer_facts():
+    move = compare.trade_off({"efficacy": row(-0.13), "rewrite_acc": row(-0.26), "locality": row(0.17),
+                              "specificity": row(0.14)})
+    assert move == dict(lands_more=[], keeps_more=["specificity", "locality"],
+                        lands_fewer=["efficacy", "rewrite_acc"], keeps_fewer=[])
+    assert compare.trade_off({"efficacy": row(0.2), "locality": row(-0.1)})["lands_more"] == ["efficacy"]
+    # a ranking (better in both kinds, or better in one and no different in the other) is not a trade-off
+    assert compare.trade_off({"efficacy": row(0.2), "locality": row(0.1)}) is None
+    assert compare.trade_off({"efficacy": row(0.2), "locality": row(0.01)}) is None
+    # mixed signals inside one kind, or an interval holding 0, make no trade-off either
+    assert compare.trade_off({"efficacy": row(0.2), "rewrite_acc": row(-0.2), "locality": row(-0.1)}) is None
+    assert compare.trade_off({"efficacy": row(0.04), "locality": row(-0.1)}) is None
+    assert compare.trade_off({}) is None
+
+
+def _gap_frames(gemma_diff, gemma_ratio):
+    vs = pd.DataFrame([dict(model=m, rule=r, edits=200, measure=meas, diff=d, ci_low=d - 0.03, ci_high=d + 0.03)
+                       for m, d in (("smol", 0.065), ("gemma", gemma_diff)) for r in ("official", "calibrated")
+                       for meas in ("efficacy", "locality")]
+                      + [dict(model="gemma", rule="official", edits=100, measure="efficacy", diff=0.9, ci_low=0.8,
+                              ci_high=1.0)])
+    w = pd.DataFrame([dict(model="smol", rule="official", method="alphaedit", edits=200, relative_change=0.2),
+                      dict(model="smol", rule="official", method="memit", edits=200, relative_change=0.1),
+                      dict(model="gemma", rule="official", method="alphaedit", edits=200, relative_change=0.4),
+                      dict(model="gemma", rule="official", method="memit", edits=200,
+                           relative_change=0.4 * gemma_ratio),
+                      dict(model="gemma", rule="calibrated", method="alphaedit", edits=200, relative_change=9.0)])
+    return vs, w
+
+
+def test_method_gaps_pairs_the_gap_with_memits_share_of_alphaedits_update():
+    vs, w = _gap_frames(0.46, 0.25)
+    gaps = compare.method_gaps(vs, w, edits=200).set_index("model")
+    assert list(gaps.index) == ["smol", "gemma"]  # one row per model: the official rule at the milestone only
+    assert gaps.loc["smol", "change_ratio"] == pytest.approx(0.5)
+    assert gaps.loc["gemma", "change_ratio"] == pytest.approx(0.25)
+    assert gaps.loc["gemma", "diff"] == pytest.approx(0.46) and gaps.loc["gemma", "ci_low"] == pytest.approx(0.43)
+    # a model without MEMIT's diagnostics at the milestone has no row
+    assert compare.method_gaps(vs, w[w.method == "alphaedit"], edits=200).empty
+
+
+def test_method_gap_reading_names_the_model_where_memit_falls_further_behind():
+    vs, w = _gap_frames(0.46, 0.25)
+    text = compare.method_gap_reading(compare.method_gaps(vs, w, edits=200), "smol")
+    assert text.startswith("On gemma MEMIT falls 40 points further behind")  # 46 − 6.5, rounded
+    assert "a smaller share of AlphaEdit's there (0.25× against 0.50×)" in text and "memit_lambda_check" in text
+    bigger = compare.method_gap_reading(compare.method_gaps(*_gap_frames(0.46, 0.8), edits=200), "smol")
+    assert "not a smaller share of AlphaEdit's there (0.80× against 0.50×)" in bigger
+    # within DROP of the reference model, or no reference model: nothing to say
+    assert compare.method_gap_reading(compare.method_gaps(*_gap_frames(0.14, 0.25), edits=200), "smol") == ""
+    assert compare.method_gap_reading(compare.method_gaps(vs, w, edits=200), "other") == ""
+
+
 def test_c9_needs_a_same_model_pair():
     better = {"inst": {m: row(0.2) for m in compare.EDIT_MEASURES}}
     confounded = c9_instruct(better, same_model=False, last=200, base="base")
@@ -400,7 +453,8 @@ def test_model_compare_chapter(results):
     out = results / "across-models" / "model_compare"
     arms = {"tiny-qwen-l": dict(label="tiny-qwen-l-old", setting="old preset")}
     run_notebook("model_compare", dict(models=MODELS, families=FAMILIES, scale_pair=["tiny-qwen-s", "tiny-qwen-l"],
-                                       results_dir=str(results), n_boot=500, preset_arms=arms), out,
+                                       results_dir=str(results), n_boot=500, preset_arms=arms,
+                                       default_model="tiny-llama"), out,
                  ROOT / "notebooks", timeout=300)
     summary = json.loads((out / "summary.json").read_text())
     # the milestones every run reached (40 and 30 are one model's only), on the same records
@@ -464,6 +518,16 @@ def test_model_compare_chapter(results):
     assert arm.loc[("tiny-qwen-l", 20, "efficacy"), ["diff", "n"]].tolist() == pytest.approx([0.3, 20])
     targets = pd.read_csv(out / "preset_arm_targets.csv").set_index(["arm", "edits"])
     assert targets.loc[("earlier", 20), "target_loss"] == pytest.approx(0.015)  # batches 0 and 1: 0.01, 0.02
+    # AlphaEdit − MEMIT efficacy next to MEMIT's share of AlphaEdit's update (the same 0.02 at 20 edits here):
+    # tiny-qwen-l's gap (1.0 − 0.6) is 20 points above the reference tiny-llama's (1.0 − 0.8), and is named
+    gaps = pd.read_csv(out / "method_gaps.csv").set_index("model")
+    assert set(gaps.index) == {"tiny-llama", "tiny-qwen-s", "tiny-qwen-l"} and set(gaps.edits) == {20}
+    assert gaps.loc["tiny-qwen-l", "diff"] == pytest.approx(0.4) and gaps.change_ratio.tolist() == pytest.approx(
+        [1.0, 1.0, 1.0])
+    text = (out / "model_compare.ipynb").read_text()
+    assert "On tiny-qwen-l MEMIT falls 20 points further behind" in text and "On tiny-qwen-s" not in text
+    # Reading C10: LLaMA − Qwen is higher in efficacy and no different in preservation: a ranking
+    assert "tiny-llama − tiny-qwen-s at 20 edits: not a trade-off" in text
 
 
 def test_instruct_vs_base_chapter(results):
