@@ -125,7 +125,9 @@ def write_provenance(out_dir: Path, name: str, parameters: dict, started: float,
 
 def run_notebook(name: str, parameters: dict, out_dir: Path, notebooks: Path, timeout: int | None = None,
                  provenance_extra: dict | None = None) -> Path:
-    """Execute one notebook with papermill into `out_dir/<name>.ipynb`; record its provenance.json next to it."""
+    """Execute one notebook with papermill into `out_dir/<name>.ipynb`; record its provenance.json next to it.
+    A completed notebook then gets the book's cell presentation (scripts/sync_cell_metadata.py: tags, figure
+    captions, the injected parameters hidden), so the file committed under results/ is already up to date."""
     import papermill
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -138,6 +140,12 @@ def run_notebook(name: str, parameters: dict, out_dir: Path, notebooks: Path, ti
         status = "completed"
     finally:
         write_provenance(out_dir, name, parameters, started, status, provenance_extra)
+    present = ROOT / "scripts" / "sync_cell_metadata.py"
+    if present.exists():
+        done = subprocess.run([sys.executable, str(present), "--notebooks", str(notebooks), str(output)],
+                              stdout=subprocess.DEVNULL)
+        if done.returncode:  # the notebook is written and valid; only its presentation is behind
+            print(f"WARNING: {present.name} failed on {output}; run it by hand before committing", flush=True)
     return output
 
 

@@ -8,6 +8,8 @@ known in advance. Building them costs nothing; running edit_count itself on tiny
 test_notebooks.py."""
 import json
 import math
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -457,6 +459,10 @@ def test_model_compare_chapter(results):
                                        default_model="tiny-llama"), out,
                  ROOT / "notebooks", timeout=300)
     summary = json.loads((out / "summary.json").read_text())
+    # the executed notebook already carries the book's presentation (run_notebook applies it)
+    check = subprocess.run([sys.executable, str(ROOT / "scripts" / "sync_cell_metadata.py"), "--check",
+                            str(out / "model_compare.ipynb")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
     # the milestones every run reached (40 and 30 are one model's only), on the same records
     assert summary["common_milestones"] == [10, 20] and summary["n_edits"] == 20
     common = pd.read_csv(out / "common_milestones.csv")
