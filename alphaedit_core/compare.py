@@ -836,6 +836,34 @@ def method_gap_reading(gaps, reference: str, *, measure: str = "efficacy") -> st
     return " ".join(lines)
 
 
+def lambda_matched(check) -> dict[str, dict[str, Any]] | None:
+    """From one model's λ check (`benchmarks/memit_lambda_check.py`'s CSV: method, lam, efficacy, specificity,
+    rewrite_acc, change, preset_lam): the AlphaEdit row, MEMIT's row at the preset λ and MEMIT's row whose update
+    size `change` is closest to AlphaEdit's (the matched-strength comparison), each as a dict; None without an
+    AlphaEdit row or a MEMIT row."""
+    a = check[check.method == "alphaedit"]
+    m = check[check.method == "memit"]
+    if a.empty or m.empty:
+        return None
+    alpha = a.iloc[0].to_dict()
+    matched = m.iloc[int((m.change - alpha["change"]).abs().to_numpy().argmin())].to_dict()
+    preset = m[m.lam == m.preset_lam]
+    return dict(alphaedit=alpha, matched=matched, preset=preset.iloc[0].to_dict() if len(preset) else None)
+
+
+def lambda_reading(model: str, found: Mapping[str, Any], requests: int) -> str:
+    """One sentence on `lambda_matched`'s rows for `model` (first `requests` records, one batch)."""
+    a, m, p = found["alphaedit"], found["matched"], found["preset"]
+    text = (f"On {model}'s first {requests} requests (one batch, the same targets), MEMIT at λ {m['lam']:g}, whose "
+            f"update is the size of AlphaEdit's ({m['change']:.3f} against {a['change']:.3f}), reaches efficacy "
+            f"{m['efficacy']:.2f} and specificity {m['specificity']:.2f} against AlphaEdit's {a['efficacy']:.2f} and "
+            f"{a['specificity']:.2f}")
+    if p is not None and p["lam"] != m["lam"]:
+        text += (f"; at the preset's λ {p['lam']:g} its update is {p['change']:.3f} and its efficacy "
+                 f"{p['efficacy']:.2f}")
+    return text + "."
+
+
 # --- running the measurements -----------------------------------------------------------------------------------
 
 def _notebook_parameters(name: str, notebooks: Path) -> set[str]:

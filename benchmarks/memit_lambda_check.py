@@ -14,12 +14,14 @@ efficacy and specificity, EasyEdit rewrite_acc and the update's size, the mean o
     python benchmarks/memit_lambda_check.py --model gemma3-270m --edits 50 --lambdas 15000 5000 1500 500 150 \\
         --out benchmarks/results/memit_lambda-{model}.md
 
-Statistics come from the cache (the preset's corpus and budget, as the streams use them).
+Statistics come from the cache (the preset's corpus and budget, as the streams use them). With `--out`, the rows are
+also written as CSV beside the report (same name, `.csv`): the across-models chapter reads them.
 """
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 
 def main() -> None:
@@ -43,7 +45,7 @@ def main() -> None:
     hp = EditHParams.load(args.model)
     records = load_offline_counterfact(n=args.stream_edits, seed=hp.seed)[: args.edits]
     requests = to_requests(records)
-    rows = [dict(setting="unedited", lam=None, **batch_scores(model, tok, records))]
+    rows = [dict(setting="unedited", method="unedited", lam=None, **batch_scores(model, tok, records))]
     kept_targets = None
 
     def one(method: str, h: EditHParams, label: str, lam: float | None) -> None:
@@ -58,7 +60,7 @@ def main() -> None:
             with reusing_targets(kept_targets):
                 report = ed.edit_batch(requests)
         change = sum(report.delta_norm[l] / float(ed.original[l].norm()) for l in h.layers) / len(h.layers)
-        rows.append(dict(setting=label, lam=lam, **batch_scores(model, tok, records), change=change,
+        rows.append(dict(setting=label, method=method, lam=lam, **batch_scores(model, tok, records), change=change,
                          seconds=time.perf_counter() - t0))
         ed.restore()
         print(rows[-1], flush=True)
@@ -84,6 +86,11 @@ def main() -> None:
               "update's Frobenius norm relative to the layer's weights, mean over the edited layers. Compare MEMIT "
               "with AlphaEdit at the λ whose update is as large as AlphaEdit's: the matched-strength comparison."]
     write_report(lines, args.out, args.model)
+    if args.out:  # the same rows for the across-models chapter (model_compare reads memit_lambda-<model>.csv)
+        import pandas as pd
+
+        pd.DataFrame(rows).assign(model=args.model, requests=args.edits, preset_lam=hp.mom2_update_weight).to_csv(
+            Path(args.out.replace("{model}", args.model)).with_suffix(".csv"), index=False)
 
 
 if __name__ == "__main__":

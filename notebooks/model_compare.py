@@ -45,6 +45,7 @@ rules = ["official", "calibrated"]
 scale_pair = ["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"]  # C8: smaller, larger (one family)
 reference_family = "LLaMA"  # C10: the family the paper's settings come from
 default_model = "smollm2-135m-instruct"  # whose operating_points/calibrated.json carries across models
+lambda_checks = "../benchmarks/results"  # where benchmarks/memit_lambda_check.py left memit_lambda-<model>.csv
 preset_arms = {"gemma3-270m": dict(label="gemma3-270m-vlr0.5", setting="v_lr 0.5 (the family's)")}  # a model's
 # run with the preset before the rule's v_lr amendment (official P, AlphaEdit), paired with its current run
 label = "across-models"  # this chapter writes results/<label>/model_compare/
@@ -411,6 +412,51 @@ if len(gaps):
     display(Markdown(reading or f"No model's gap exceeds {default_model}'s by {compare.DROP:.0%} or more."))
 else:
     display(Markdown("No model has both methods' scores and diagnostics at a common milestone yet."))
+
+# %% [markdown]
+# **MEMIT's λ at matched update size.** Where `benchmarks/memit_lambda_check.py` has run on a model, one batch of
+# the stream's first requests is edited by AlphaEdit and by MEMIT at several λ from the same targets (optimised
+# once), so the methods differ only in their solve. {numref}`fig-models-memit-lambda` shows each λ as a point of
+# MEMIT's trade-off curve; the λ whose update is as large as AlphaEdit's is the comparison at matched edit strength.
+
+# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-models-memit-lambda", "caption": "MEMIT at several λ against AlphaEdit on the same targets, one batch of each model's first requests: efficacy (left) and specificity (right) against the update's size, the mean relative change of the edited layers' weights. Circles joined by a line: MEMIT, labelled with λ; star: AlphaEdit with the official P; grey dashed line: the unedited model. A smaller λ asks for a larger update."}, "image": {"alt": "Two charts with the relative weight change on a logarithmic horizontal axis; in each, a line of labelled circles for MEMIT at several values of lambda, a star for AlphaEdit and a dashed grey line for the unedited model."}}
+checks = {}
+for m in models:
+    path = Path(lambda_checks) / f"memit_lambda-{compare.model_dir(m)}.csv"
+    if path.is_file():
+        checks[m] = pd.read_csv(path)
+lam_rows = []
+for m, c in checks.items():
+    found = compare.lambda_matched(c)
+    if found:
+        lam_rows.append(dict(model=m, requests=int(c.requests.iloc[0]), matched_lambda=found["matched"]["lam"],
+                             **{f"{k}_{w}": found[w][k] if found[w] is not None else math.nan
+                                for w in ("alphaedit", "matched", "preset")
+                                for k in ("efficacy", "specificity", "rewrite_acc", "change")}))
+lambda_table = pd.DataFrame(lam_rows)
+lambda_table.to_csv(out / "lambda_checks.csv", index=False)
+if checks:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, measure in zip(axes, ("efficacy", "specificity")):
+        for m, c in checks.items():
+            mem = c[c.method == "memit"].sort_values("change")
+            ax.plot(mem.change, mem[measure], "o-", color=palette[m], ms=4, lw=1, label=f"{m}, MEMIT")
+            for r in mem.itertuples():
+                ax.annotate(f"λ {r.lam:g}", (r.change, getattr(r, measure)), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+            alpha = c[c.method == "alphaedit"]
+            ax.plot(alpha.change, alpha[measure], "*", color=palette[m], ms=12, label=f"{m}, AlphaEdit")
+            ax.axhline(float(c[c.method == "unedited"][measure].iloc[0]), color="grey", ls="--", lw=1)
+        ax.set(xscale="log", xlabel="mean ‖ΔW‖/‖W‖ of the edited layers", ylabel=measure, title=measure)
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / "memit_lambda.png", dpi=130)
+    plt.show()
+    display(Markdown(" ".join(compare.lambda_reading(m, compare.lambda_matched(c), int(c.requests.iloc[0]))
+                              for m, c in checks.items() if compare.lambda_matched(c))))
+else:
+    plt.close("all")
+    display(Markdown("No λ check has run yet (`benchmarks/memit_lambda_check.py`)."))
 
 # %% [markdown]
 # ## A preset's share of a model's result: the v_lr amendment, paired

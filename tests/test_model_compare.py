@@ -142,6 +142,33 @@ def test_method_gap_reading_names_the_model_where_memit_falls_further_behind():
     assert compare.method_gap_reading(compare.method_gaps(vs, w, edits=200), "other") == ""
 
 
+def lambda_check(model="m"):
+    """A λ check's CSV as benchmarks/memit_lambda_check.py writes it (hand-made numbers)."""
+    rows = [("unedited", None, 0.04, 0.91, None), ("alphaedit", None, 0.96, 0.87, 0.195),
+            ("memit", 15000.0, 0.46, 0.88, 0.119), ("memit", 5000.0, 0.90, 0.87, 0.190),
+            ("memit", 1500.0, 1.00, 0.85, 0.273)]
+    return pd.DataFrame([dict(setting=m, method=m, lam=lam, efficacy=e, specificity=sp, rewrite_acc=e, change=c,
+                              seconds=1.0, model=model, requests=50, preset_lam=15000.0)
+                         for m, lam, e, sp, c in rows])
+
+
+def test_lambda_matched_picks_memits_update_closest_in_size_to_alphaedits():
+    found = compare.lambda_matched(lambda_check())
+    assert found["alphaedit"]["efficacy"] == 0.96
+    assert found["matched"]["lam"] == 5000.0  # |0.190 − 0.195| is the smallest gap
+    assert found["preset"]["lam"] == 15000.0 and found["preset"]["efficacy"] == 0.46
+    text = compare.lambda_reading("m", found, 50)
+    assert text == ("On m's first 50 requests (one batch, the same targets), MEMIT at λ 5000, whose update is the "
+                    "size of AlphaEdit's (0.190 against 0.195), reaches efficacy 0.90 and specificity 0.87 against "
+                    "AlphaEdit's 0.96 and 0.87; at the preset's λ 15000 its update is 0.119 and its efficacy 0.46.")
+    check = lambda_check()
+    assert compare.lambda_matched(check[check.method != "memit"]) is None
+    # the preset's λ matched already: no second clause
+    same = check[check.lam != 5000.0].assign(preset_lam=1500.0)
+    same.loc[same.lam == 1500.0, "change"] = 0.2
+    assert compare.lambda_reading("m", compare.lambda_matched(same), 50).endswith("0.96 and 0.87.")
+
+
 def test_c9_needs_a_same_model_pair():
     better = {"inst": {m: row(0.2) for m in compare.EDIT_MEASURES}}
     confounded = c9_instruct(better, same_model=False, last=200, base="base")
@@ -436,6 +463,8 @@ def results(tmp_path_factory):
                                                memit=flat({0: 0.0, 10: 0.7, 20: 0.6, 30: 0.5})), [10, 20, 30], 30)
     # tiny-qwen-l's run with an earlier preset (AlphaEdit only, two milestones): the preset's share, paired
     write_edit_count(root, "tiny-qwen-l-old", dict(alphaedit=flat({0: 0.0, 10: 0.6, 20: 0.7})), [10, 20], 40)
+    (root / "bench").mkdir()
+    lambda_check("tiny-qwen-l").to_csv(root / "bench" / "memit_lambda-tiny-qwen-l.csv", index=False)
     write_projection(root, "tiny-llama", kept=0.8)
     write_projection(root, "tiny-qwen-s", kept=0.3)
     _operating_points(root, "tiny-qwen-s-c3", "tiny-qwen-s", dict(verdict="not reproduced", evidence="synthetic"),
@@ -456,7 +485,7 @@ def test_model_compare_chapter(results):
     arms = {"tiny-qwen-l": dict(label="tiny-qwen-l-old", setting="old preset")}
     run_notebook("model_compare", dict(models=MODELS, families=FAMILIES, scale_pair=["tiny-qwen-s", "tiny-qwen-l"],
                                        results_dir=str(results), n_boot=500, preset_arms=arms,
-                                       default_model="tiny-llama"), out,
+                                       default_model="tiny-llama", lambda_checks=str(results / "bench")), out,
                  ROOT / "notebooks", timeout=300)
     summary = json.loads((out / "summary.json").read_text())
     # the executed notebook already carries the book's presentation (run_notebook applies it)
@@ -532,6 +561,11 @@ def test_model_compare_chapter(results):
         [1.0, 1.0, 1.0])
     text = (out / "model_compare.ipynb").read_text()
     assert "On tiny-qwen-l MEMIT falls 20 points further behind" in text and "On tiny-qwen-s" not in text
+    # the λ check found for tiny-qwen-l, read at matched update size, with its figure
+    lam = pd.read_csv(out / "lambda_checks.csv")
+    assert lam.model.tolist() == ["tiny-qwen-l"] and lam.matched_lambda.tolist() == [5000.0]
+    assert lam.efficacy_preset.tolist() == [0.46] and (out / "memit_lambda.png").stat().st_size > 1000
+    assert "On tiny-qwen-l's first 50 requests" in text
     # Reading C10: LLaMA − Qwen is higher in efficacy and no different in preservation: a ranking
     assert "tiny-llama − tiny-qwen-s at 20 edits: not a trade-off" in text
 
