@@ -663,6 +663,8 @@ def c10_families(pair_diffs: Mapping[tuple[str, str], Mapping[str, Mapping[str, 
     - own tuning needed: the same absolute threshold keeps shares of directions at least KEPT_SPREAD apart on two
       families (the setting means something else on each), or the calibrated rule changes a non-`reference`
       family's AlphaEdit materially in some measure.
+    A pair that differs as a move along the edit/preservation trade-off (`trade_off`) is named as such in the
+    evidence; it still counts as differing.
     Both → reproduced; one → partly reproduced; neither → not reproduced; fewer than two families with paired
     scores → not testable here."""
     families = {f for pair in pair_diffs for f in pair}
@@ -681,6 +683,12 @@ def c10_families(pair_diffs: Mapping[tuple[str, str], Mapping[str, Mapping[str, 
     parts = [f"AlphaEdit at {last} edits on the same records: "
              + ("; ".join(f"{a} − {b} {m} {_fmt(r)}" for a, b, m, r in material) if material
                 else f"no difference of {DROP:.0%} or more between families in any measure")]
+    for (a, b), rows in pair_diffs.items():
+        move = trade_off(rows)
+        if move:
+            parts.append(f"{a} − {b} is a trade-off, not a ranking: {a} "
+                         + ("lands more edits and keeps fewer facts" if move["lands_more"]
+                            else "keeps more facts and lands fewer edits"))
     if shares:
         parts.append("the official absolute threshold keeps " + ", ".join(f"{s:.0%} ({f})" for f, s in
                                                                          sorted(shares.items()))

@@ -87,6 +87,12 @@ def test_c10_rules():
     assert c10_families(alike, {}, {"Gemma": {"efficacy": row(0.2)}}, last=200)["verdict"] == "partly reproduced"
     assert c10_families(alike, {}, {"LLaMA": {"efficacy": row(0.2)}}, last=200)["verdict"] == "not reproduced"
     assert c10_families({}, {}, {}, last=200)["verdict"] == "not testable here"
+    # a difference that is a trade-off is named as one, and still counts as a difference
+    move = {("Gemma", "LLaMA"): {"efficacy": row(-0.13), "locality": row(0.17)}}
+    got = c10_families(move, {"LLaMA": 0.77, "Gemma": 0.79}, {}, last=200)
+    assert got["verdict"] == "partly reproduced"
+    assert "Gemma − LLaMA is a trade-off, not a ranking: Gemma keeps more facts and lands fewer edits" in got["evidence"]
+    assert "trade-off" not in c10_families(differ, {}, {}, last=200)["evidence"]
 
 
 def test_trade_off_is_one_model_landing_more_edits_and_keeping_fewer_facts():
