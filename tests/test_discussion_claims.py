@@ -486,3 +486,41 @@ def test_gemmas_projector_leaks_less_and_has_a_null_space_this_model_lacks():
     assert m.loc[0.002].kept_share < 0.05
     # "ten times smaller": 0.002 against the official threshold both runs used
     assert {document(f"{d}/summary.json")["threshold"] for d in (gemma, "projection_check")} == {0.02}
+
+
+def test_on_gemma_the_families_trade_off_and_memit_falls_further_behind():
+    """"AlphaEdit on Gemma lands fewer edits and keeps more unrelated facts than on this model ... as a move along the
+    edit/preservation trade-off, not as a ranking"; "MEMIT falls much further behind on Gemma ... MEMIT's update is
+    [a share of] AlphaEdit's in size"."""
+    mc = "../across-models/model_compare"
+    cross = table(f"{mc}/cross_model_differences.csv")
+    c10 = cross[(cross.claim == "C10") & (cross.rule == "official")].set_index("measure")
+    assert set(c10.a) == {"gemma3-270m"} and set(c10.b) == {"smollm2-135m-instruct"}
+    assert c10.loc["efficacy", "ci_high"] < 0 and c10.loc["rewrite_acc", "ci_high"] < 0  # lands fewer
+    assert c10.loc["locality", "ci_low"] > 0 and c10.loc["specificity", "ci_low"] > 0  # keeps more
+    vs = table(f"{mc}/alphaedit_minus_memit.csv")
+    last = vs[(vs.rule == "official") & (vs.measure == "efficacy")]
+    last = last[last.edits == last.edits.max()].set_index("model")
+    gemma, smol = last.loc["gemma3-270m"], last.loc["smollm2-135m-instruct"]
+    assert gemma.ci_low > smol.ci_high and gemma["diff"] - smol["diff"] >= 0.10  # much further behind
+    gaps = table(f"{mc}/method_gaps.csv").set_index("model")
+    assert (gaps.change_ratio < 1).all()  # MEMIT's update is the smaller one on both models
+
+
+def test_on_gemma_memit_at_a_matched_update_closes_most_of_the_gap():
+    """"MEMIT at the preset's λ reaches an efficacy of ... at λ ..., whose update is as large as AlphaEdit's, it
+    reaches ... specificity moves by less than a point ... closes most of the gap ... a smaller λ (a larger update)
+    lands every edit of the batch"."""
+    lam = table("../across-models/model_compare/lambda_checks.csv").set_index("model").loc["gemma3-270m"]
+    assert abs(lam.change_matched - lam.change_alphaedit) < 0.05 * lam.change_alphaedit  # "as large as"
+    assert lam.change_preset < lam.change_alphaedit
+    gap_preset = lam.efficacy_alphaedit - lam.efficacy_preset
+    gap_matched = lam.efficacy_alphaedit - lam.efficacy_matched
+    assert gap_preset >= 0.3 and gap_matched < gap_preset / 2  # most of the gap closed
+    spec = [lam.specificity_alphaedit, lam.specificity_matched, lam.specificity_preset]
+    assert max(spec) - min(spec) < 0.01  # "less than a point"
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "memit_lambda-gemma3-270m.csv"
+    rows = pd.read_csv(bench)
+    memit = rows[rows.method == "memit"]
+    smaller = memit[memit.lam < lam.matched_lambda]
+    assert (smaller.efficacy == 1.0).any() and (smaller.change > lam.change_matched).all()
