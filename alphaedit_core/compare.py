@@ -837,7 +837,8 @@ def method_gap_reading(gaps, reference: str, *, measure: str = "efficacy") -> st
             f"against {100 * r['diff']:+.1f}), and its update is "
             + (f"a smaller share of AlphaEdit's there ({g.change_ratio:.2f}× against {r.change_ratio:.2f}×)"
                if smaller else
-               f"not a smaller share of AlphaEdit's there ({g.change_ratio:.2f}× against {r.change_ratio:.2f}×)")
+               f"not a smaller share of AlphaEdit's there ({g.change_ratio:.2f}× against {r.change_ratio:.2f}×), so "
+               "an update of the same relative size lands fewer edits on that model")
             + ". MEMIT's λ (the weight of the preserved keys' second moment in its solve) was set for LLaMA: "
               "with the same targets, a λ at which MEMIT's update matches AlphaEdit's in size would tell a model "
               "effect from a mis-set λ (`benchmarks/memit_lambda_check.py`).")

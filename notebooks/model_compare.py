@@ -419,7 +419,7 @@ else:
 # once), so the methods differ only in their solve. {numref}`fig-models-memit-lambda` shows each λ as a point of
 # MEMIT's trade-off curve; the λ whose update is as large as AlphaEdit's is the comparison at matched edit strength.
 
-# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-models-memit-lambda", "caption": "MEMIT at several λ against AlphaEdit on the same targets, one batch of each model's first requests: efficacy (left) and specificity (right) against the update's size, the mean relative change of the edited layers' weights. Circles joined by a line: MEMIT, labelled with λ; star: AlphaEdit with the official P; grey dashed line: the unedited model. A smaller λ asks for a larger update."}, "image": {"alt": "Two charts with the relative weight change on a logarithmic horizontal axis; in each, a line of labelled circles for MEMIT at several values of lambda, a star for AlphaEdit and a dashed grey line for the unedited model."}}
+# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-models-memit-lambda", "caption": "MEMIT at several λ against AlphaEdit on the same targets, one batch of each model's first requests: efficacy (left) and specificity (right), on the full 0–1 scale, against the update's size, the mean relative change of the edited layers' weights. Circles joined by a line: MEMIT, labelled with λ; star: AlphaEdit with the official P; grey dashed line: the unedited model. A smaller λ asks for a larger update."}, "image": {"alt": "Two charts with the relative weight change on the horizontal axis and a score from 0 to 1 on the vertical axis; in each, a line of labelled circles for MEMIT at several values of lambda, a star for AlphaEdit and a dashed grey line for the unedited model."}}
 checks = {}
 for m in models:
     path = Path(lambda_checks) / f"memit_lambda-{compare.model_dir(m)}.csv"
@@ -441,13 +441,13 @@ if checks:
         for m, c in checks.items():
             mem = c[c.method == "memit"].sort_values("change")
             ax.plot(mem.change, mem[measure], "o-", color=palette[m], ms=4, lw=1, label=f"{m}, MEMIT")
-            for r in mem.itertuples():
-                ax.annotate(f"λ {r.lam:g}", (r.change, getattr(r, measure)), fontsize=7, xytext=(3, 3),
-                            textcoords="offset points")
+            for i, r in enumerate(mem.itertuples()):  # labels above and below in turn: neighbours do not collide
+                ax.annotate(f"λ {r.lam:g}", (r.change, getattr(r, measure)), fontsize=7,
+                            xytext=(3, 5 if i % 2 == 0 else -11), textcoords="offset points")
             alpha = c[c.method == "alphaedit"]
             ax.plot(alpha.change, alpha[measure], "*", color=palette[m], ms=12, label=f"{m}, AlphaEdit")
             ax.axhline(float(c[c.method == "unedited"][measure].iloc[0]), color="grey", ls="--", lw=1)
-        ax.set(xscale="log", xlabel="mean ‖ΔW‖/‖W‖ of the edited layers", ylabel=measure, title=measure)
+        ax.set(xlabel="mean ‖ΔW‖/‖W‖ of the edited layers", ylabel=measure, title=measure, ylim=(0, 1.05))
     axes[0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(out / "memit_lambda.png", dpi=130)

@@ -489,14 +489,14 @@ def test_gemmas_projector_leaks_less_and_has_a_null_space_this_model_lacks():
 
 
 def test_on_gemma_the_families_trade_off_and_memit_falls_further_behind():
-    """"AlphaEdit on Gemma lands fewer edits and keeps more unrelated facts than on this model ... as a move along the
-    edit/preservation trade-off, not as a ranking"; "MEMIT falls much further behind on Gemma ... MEMIT's update is
-    [a share of] AlphaEdit's in size"."""
+    """"AlphaEdit on Gemma completes fewer edits and keeps more unrelated facts than on this model ... as a move along
+    the edit/preservation trade-off, not as a ranking"; "MEMIT falls much further behind on Gemma ... Yet MEMIT's
+    update is about the same share of AlphaEdit's on both models"."""
     mc = "../across-models/model_compare"
     cross = table(f"{mc}/cross_model_differences.csv")
     c10 = cross[(cross.claim == "C10") & (cross.rule == "official")].set_index("measure")
     assert set(c10.a) == {"gemma3-270m"} and set(c10.b) == {"smollm2-135m-instruct"}
-    assert c10.loc["efficacy", "ci_high"] < 0 and c10.loc["rewrite_acc", "ci_high"] < 0  # lands fewer
+    assert c10.loc["rewrite_acc", "ci_high"] < 0 and c10.loc["efficacy", "diff"] < 0  # completes fewer
     assert c10.loc["locality", "ci_low"] > 0 and c10.loc["specificity", "ci_low"] > 0  # keeps more
     vs = table(f"{mc}/alphaedit_minus_memit.csv")
     last = vs[(vs.rule == "official") & (vs.measure == "efficacy")]
@@ -504,7 +504,8 @@ def test_on_gemma_the_families_trade_off_and_memit_falls_further_behind():
     gemma, smol = last.loc["gemma3-270m"], last.loc["smollm2-135m-instruct"]
     assert gemma.ci_low > smol.ci_high and gemma["diff"] - smol["diff"] >= 0.10  # much further behind
     gaps = table(f"{mc}/method_gaps.csv").set_index("model")
-    assert (gaps.change_ratio < 1).all()  # MEMIT's update is the smaller one on both models
+    assert gaps.change_ratio.between(0.35, 0.75).all()  # "about the same share of AlphaEdit's on both models"
+    assert abs(gaps.change_ratio["gemma3-270m"] - gaps.change_ratio["smollm2-135m-instruct"]) < 0.15
 
 
 def test_on_gemma_memit_at_a_matched_update_closes_most_of_the_gap():
