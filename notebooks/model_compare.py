@@ -452,11 +452,13 @@ if checks:
     fig.tight_layout()
     fig.savefig(out / "memit_lambda.png", dpi=130)
     plt.show()
-    display(Markdown(" ".join(compare.lambda_reading(m, compare.lambda_matched(c), int(c.requests.iloc[0]))
-                              for m, c in checks.items() if compare.lambda_matched(c))))
 else:
     plt.close("all")
-    display(Markdown("No λ check has run yet (`benchmarks/memit_lambda_check.py`)."))
+
+# %% tags=["hide-input"]
+display(Markdown(" ".join(compare.lambda_reading(m, compare.lambda_matched(c), int(c.requests.iloc[0]))
+                          for m, c in checks.items() if compare.lambda_matched(c))
+                 or "No λ check has run yet (`benchmarks/memit_lambda_check.py`)."))
 
 # %% [markdown]
 # ## A preset's share of a model's result: the v_lr amendment, paired

@@ -250,6 +250,16 @@ def test_presentation_changes_metadata_only():
                 assert tags & {"hide-input", "remove-input", "remove-cell"}, f"{path}: code shown unfolded"
 
 
+def test_a_figure_cell_displays_nothing_but_its_figure():
+    """myst-nb wraps every output of a cell with figure metadata in a figure of that name: a cell that also
+    displays a table or a sentence gives two targets of one name (a warning, and `-W` fails the book). Such text
+    goes in the next cell."""
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+            if cell["cell_type"] == "code" and cell.get("metadata", {}).get("mystnb", {}).get("figure"):
+                assert "display(" not in "".join(cell["source"]), f"{path.name}, cell {i}: a figure cell displays"
+
+
 def test_executed_notebooks_carry_their_presentation():
     """scripts/sync_cell_metadata.py has copied the presentation into results/ (run it after executing a notebook)."""
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "sync_cell_metadata.py"), "--check"],
