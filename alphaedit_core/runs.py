@@ -48,14 +48,18 @@ def run_key_parts(key: str) -> dict[str, str]:
 def cached_baseline(lm, tok, records: list[dict], fingerprint: str, requests: Sequence[EditRequest],
                     progress: bool = True) -> dict:
     """`metrics.compute_baseline` of the unedited model on `records`, read from or written to the shared cache
-    (`runs/unedited/baseline-<model>-<data digest>.json`; written atomically: several processes may race)."""
+    (`runs/unedited/baseline-<model>-<data digest>.json`). One process computes it: another that asks meanwhile
+    waits for it (an exclusive lock) and reads the file, instead of computing the same baseline on its own core."""
     from .metrics import compute_baseline
 
     path = cache_dir("runs", "unedited") / f"baseline-{fingerprint}-{data_digest(requests)}.json"
     if path.exists():
         return json.loads(path.read_text())
-    baseline = compute_baseline(lm, tok, records, progress=progress)
-    write_whole(path, lambda tmp: tmp.write_text(json.dumps(baseline)))  # several processes may race
+    with table_lock(path):
+        if path.exists():  # computed by the process that held the lock
+            return json.loads(path.read_text())
+        baseline = compute_baseline(lm, tok, records, progress=progress)
+        write_whole(path, lambda tmp: tmp.write_text(json.dumps(baseline)))
     return baseline
 
 

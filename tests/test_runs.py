@@ -52,9 +52,35 @@ def test_baseline_is_computed_once_per_model_and_records(tmp_path, monkeypatch):
     again = runs.cached_baseline(None, None, records, "fp", REQUESTS[:3])
     other_model = runs.cached_baseline(None, None, records, "fp2", REQUESTS[:3])
     assert first == again == other_model == {"argmax": [3]} and calls == [3, 3]
-    files = sorted(p.name for p in (tmp_path / "runs" / "unedited").iterdir())
+    files = sorted(p.name for p in (tmp_path / "runs" / "unedited").iterdir() if p.suffix != ".lock")
     assert files == sorted(f"baseline-{fp}-{runs.data_digest(REQUESTS[:3])}.json" for fp in ("fp", "fp2"))
     assert json.loads((tmp_path / "runs" / "unedited" / files[0]).read_text()) == {"argmax": [3]}
+
+
+def test_two_processes_asking_for_one_baseline_compute_it_once(tmp_path, monkeypatch):
+    """The second caller waits for the first one's baseline instead of computing it again (two threads here: each
+    opens the lock file itself, so their flocks conflict as two processes' do)."""
+    import threading
+    import time
+
+    monkeypatch.setenv("ALPHAEDIT_CACHE", str(tmp_path))
+    calls, started = [], threading.Event()
+
+    def slow(lm, tok, records, progress=True):
+        calls.append(len(records))
+        started.set()
+        time.sleep(0.5)
+        return {"argmax": [len(records)]}
+
+    monkeypatch.setattr("alphaedit_core.metrics.compute_baseline", slow)
+    records = [{"case_id": i} for i in range(3)]
+    got = []
+    first = threading.Thread(target=lambda: got.append(runs.cached_baseline(None, None, records, "fp", REQUESTS[:3])))
+    first.start()
+    started.wait(5)
+    got.append(runs.cached_baseline(None, None, records, "fp", REQUESTS[:3]))  # while the first still computes
+    first.join()
+    assert calls == [3] and got == [{"argmax": [3]}] * 2
 
 
 def test_run_key_parts_read_back_what_run_key_wrote():
