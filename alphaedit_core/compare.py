@@ -686,9 +686,7 @@ def c10_families(pair_diffs: Mapping[tuple[str, str], Mapping[str, Mapping[str, 
     for (a, b), rows in pair_diffs.items():
         move = trade_off(rows)
         if move:
-            parts.append(f"{a} − {b} is a trade-off, not a ranking: {a} "
-                         + ("lands more edits and keeps fewer facts" if move["lands_more"]
-                            else "keeps more facts and lands fewer edits"))
+            parts.append(f"{a} − {b} is a trade-off, not a ranking: {a} {trade_off_words(move)}")
     if shares:
         parts.append("the official absolute threshold keeps " + ", ".join(f"{s:.0%} ({f})" for f, s in
                                                                          sorted(shares.items()))
@@ -788,6 +786,11 @@ def trade_off(diffs: Mapping[str, Mapping[str, float]]) -> dict[str, list[str]] 
     if (edit_up and keep_down) or (edit_down and keep_up):
         return dict(lands_more=edit_up, keeps_more=keep_up, lands_fewer=edit_down, keeps_fewer=keep_down)
     return None
+
+
+def trade_off_words(move: Mapping[str, list[str]]) -> str:
+    """Which way `trade_off`'s move goes, for model a: "lands more edits and keeps fewer facts" or the reverse."""
+    return "lands more edits and keeps fewer facts" if move["lands_more"] else "keeps more facts and lands fewer edits"
 
 
 def method_gaps(vs_memit, weights, *, edits: int, measure: str = "efficacy"):

@@ -425,9 +425,10 @@ for m in models:
     path = Path(lambda_checks) / f"memit_lambda-{compare.model_dir(m)}.csv"
     if path.is_file():
         checks[m] = pd.read_csv(path)
+matched = {m: compare.lambda_matched(c) for m, c in checks.items()}  # None: no AlphaEdit or no MEMIT row
 lam_rows = []
 for m, c in checks.items():
-    found = compare.lambda_matched(c)
+    found = matched[m]
     if found:
         lam_rows.append(dict(model=m, requests=int(c.requests.iloc[0]), matched_lambda=found["matched"]["lam"],
                              **{f"{k}_{w}": found[w][k] if found[w] is not None else math.nan
@@ -452,12 +453,10 @@ if checks:
     fig.tight_layout()
     fig.savefig(out / "memit_lambda.png", dpi=130)
     plt.show()
-else:
-    plt.close("all")
 
 # %% tags=["hide-input"]
-display(Markdown(" ".join(compare.lambda_reading(m, compare.lambda_matched(c), int(c.requests.iloc[0]))
-                          for m, c in checks.items() if compare.lambda_matched(c))
+display(Markdown(" ".join(compare.lambda_reading(m, matched[m], int(c.requests.iloc[0]))
+                          for m, c in checks.items() if matched[m])
                  or "No λ check has run yet (`benchmarks/memit_lambda_check.py`)."))
 
 # %% [markdown]
@@ -651,9 +650,7 @@ for (r, a, b, e), g in (c10_rows.groupby(["rule", "a", "b", "edits"], sort=False
     up = move["lands_more"] + move["keeps_more"]
     down = move["lands_fewer"] + move["keeps_fewer"]
     lines.append(f"- [{r} P] {a} − {b} at {e:,} edits: a trade-off — {a} is higher in {', '.join(up)} and lower "
-                 f"in {', '.join(down)}, every interval clear of 0: "
-                 + ("it lands more edits and keeps fewer facts." if move["lands_more"] else
-                    "it keeps more facts and lands fewer edits."))
+                 f"in {', '.join(down)}, every interval clear of 0: it {compare.trade_off_words(move)}.")
 display(Markdown("\n".join(lines) if lines else "No two families with paired scores yet."))
 
 # %% [markdown]
