@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 
 def main() -> None:
@@ -85,12 +84,12 @@ def main() -> None:
               "EasyEdit's token accuracy of the new object; all on the batch's own records. mean ‖Δ_l‖/‖W_l‖: the "
               "update's Frobenius norm relative to the layer's weights, mean over the edited layers. Compare MEMIT "
               "with AlphaEdit at the λ whose update is as large as AlphaEdit's: the matched-strength comparison."]
-    write_report(lines, args.out, args.model)
-    if args.out:  # the same rows for the across-models chapter (model_compare reads memit_lambda-<model>.csv)
+    report = write_report(lines, args.out, args.model)
+    if report is not None:  # the same rows for the across-models chapter (model_compare reads memit_lambda-<model>.csv)
         import pandas as pd
 
         pd.DataFrame(rows).assign(model=args.model, requests=args.edits, preset_lam=hp.mom2_update_weight).to_csv(
-            Path(args.out.replace("{model}", args.model)).with_suffix(".csv"), index=False)
+            report.with_suffix(".csv"), index=False)
 
 
 if __name__ == "__main__":

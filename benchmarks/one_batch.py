@@ -3,6 +3,7 @@ three scores of a batch, the targets the editor computes for it (kept, or reused
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any, Iterator
 
 # (family, prompt kind, metric) of `alphaedit_core.metrics.evaluate`'s rows -> the name in the benchmarks' tables
@@ -66,14 +67,15 @@ def machine_line(extra: str = "") -> str:
     return f"{line}; {extra}" if extra else line
 
 
-def write_report(lines: list[str], out: str | None, model: str) -> str:
-    """Print the markdown report and, with `out`, write it there (`{model}` in `out` is replaced). Returns it."""
-    from pathlib import Path
+def write_report(lines: list[str], out: str | None, model: str) -> Path | None:
+    """Print the markdown report and, with `out`, write it there (`{model}` in `out` is replaced).
 
+    Returns the path written, or None without `out`."""
     text = "\n".join(lines) + "\n"
     print(text)
-    if out:
-        path = Path(out.replace("{model}", model))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return text
+    if not out:
+        return None
+    path = Path(out.replace("{model}", model))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path

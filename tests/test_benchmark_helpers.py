@@ -57,10 +57,10 @@ def test_reused_targets_replace_the_optimisation_and_give_the_same_edit():
 
 
 def test_write_report_names_the_file_after_the_model(tmp_path, capsys):
-    text = write_report(["# title", "", "| a |"], str(tmp_path / "out-{model}.md"), "m1")
-    assert (tmp_path / "out-m1.md").read_text() == "# title\n\n| a |\n" == text
+    path = write_report(["# title", "", "| a |"], str(tmp_path / "sub" / "out-{model}.md"), "m1")
+    assert path == tmp_path / "sub" / "out-m1.md" and path.read_text() == "# title\n\n| a |\n"
     assert "| a |" in capsys.readouterr().out
-    assert write_report(["x"], None, "m1") == "x\n" and not (tmp_path / "out-None.md").exists()
+    assert write_report(["x"], None, "m1") is None and capsys.readouterr().out == "x\n\n"
 
 
 def test_machine_line_states_threads_and_the_extra_note():
