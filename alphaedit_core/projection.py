@@ -82,6 +82,55 @@ class Projector:
         return cls(state["basis"], bool(state["complement"]), state["eigenvalues"], int(state["n_kept"]))
 
 
+@dataclass
+class Spectrum:
+    """The eigendecomposition C = U Λ Uᵀ of one layer's key second moment, from which P is built at any rule."""
+    eigenvalues: torch.Tensor  # [d_ff] float64, ascending
+    vectors: torch.Tensor  # [d_ff, d_ff] float64, column i belongs to eigenvalues[i]
+    who: str = "projector"  # names the layer in error messages
+
+
+def decompose(cov: torch.Tensor, *, layer: int | str | None = None) -> Spectrum:
+    """Eigendecompose C [d_ff, d_ff] (symmetrised, float64, one thread on the CPU), once for as many P as wanted.
+
+    ValueError when C is not a finite square matrix. `layer` only names the layer in messages."""
+    who = "projector" if layer is None else f"projector of layer {layer}"
+    if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
+        raise ValueError(f"{who}: C must be a square [d_ff, d_ff] matrix, got shape {list(cov.shape)}")
+    if not bool(torch.isfinite(cov).all()):
+        raise ValueError(f"{who}: C ({cov.shape[0]}x{cov.shape[1]}) is not finite: "
+                         f"{int(torch.isnan(cov).sum())} NaN and {int(torch.isinf(cov).sum())} infinite entries")
+    c = cov.to(torch.float64)
+    c = (c + c.T) / 2
+    with _one_thread(c.device):
+        eigenvalues, vectors = torch.linalg.eigh(c)  # ascending
+    return Spectrum(eigenvalues, vectors, who)
+
+
+def projector_from_spectrum(
+    spectrum: Spectrum, *, threshold: float = 2e-2, mode: str = "threshold", energy: float = 0.01,
+    allow_degenerate: bool = False,
+) -> Projector:
+    """P from a decomposed C at one rule (see `projector_from_cov`): a threshold sweep decomposes C once."""
+    eigenvalues, vectors = spectrum.eigenvalues, spectrum.vectors
+    if mode == "threshold":
+        n_kept = int((eigenvalues < threshold).sum())
+    elif mode == "energy":
+        share = eigenvalues.clamp_min(0).cumsum(0) / eigenvalues.clamp_min(0).sum()
+        n_kept = int((share <= energy).sum())
+    elif mode == "identity":
+        n_kept = vectors.shape[0]
+    else:
+        raise ValueError(f"unknown projector mode {mode!r}: use 'threshold', 'energy' or 'identity'")
+    d = vectors.shape[0]
+    complement = n_kept > d - n_kept
+    basis = vectors[:, n_kept:] if complement else vectors[:, :n_kept]
+    p = Projector(basis.to(torch.float32).contiguous(), complement, eigenvalues.to(torch.float32), n_kept)
+    check_kept(p, rule=_rule(mode, threshold, energy), allow_degenerate=allow_degenerate or mode == "identity",
+               who=spectrum.who)
+    return p
+
+
 def projector_from_cov(
     cov: torch.Tensor, *, threshold: float = 2e-2, mode: str = "threshold", energy: float = 0.01,
     allow_degenerate: bool = False, layer: int | str | None = None,
@@ -93,33 +142,10 @@ def projector_from_cov(
 
     ValueError when C is not a finite square matrix, and when P keeps 0 or all d_ff directions unless
     `allow_degenerate=True` (then P = 0 or P = I, silently); `ProjectorWarning` when it keeps more than 99% or
-    fewer than 1% of them (but not none or all). `layer` only names the layer in these messages."""
-    who = "projector" if layer is None else f"projector of layer {layer}"
-    if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
-        raise ValueError(f"{who}: C must be a square [d_ff, d_ff] matrix, got shape {list(cov.shape)}")
-    if not bool(torch.isfinite(cov).all()):
-        raise ValueError(f"{who}: C ({cov.shape[0]}x{cov.shape[1]}) is not finite: "
-                         f"{int(torch.isnan(cov).sum())} NaN and {int(torch.isinf(cov).sum())} infinite entries")
-    c = cov.to(torch.float64)
-    c = (c + c.T) / 2
-    with _one_thread(c.device):
-        eigenvalues, vectors = torch.linalg.eigh(c)  # ascending
-    if mode == "threshold":
-        n_kept = int((eigenvalues < threshold).sum())
-    elif mode == "energy":
-        share = eigenvalues.clamp_min(0).cumsum(0) / eigenvalues.clamp_min(0).sum()
-        n_kept = int((share <= energy).sum())
-    elif mode == "identity":
-        n_kept = c.shape[0]
-    else:
-        raise ValueError(f"unknown projector mode {mode!r}: use 'threshold', 'energy' or 'identity'")
-    d = c.shape[0]
-    complement = n_kept > d - n_kept
-    basis = vectors[:, n_kept:] if complement else vectors[:, :n_kept]
-    p = Projector(basis.to(torch.float32).contiguous(), complement, eigenvalues.to(torch.float32), n_kept)
-    check_kept(p, rule=_rule(mode, threshold, energy), allow_degenerate=allow_degenerate or mode == "identity",
-               who=who)
-    return p
+    fewer than 1% of them (but not none or all). `layer` only names the layer in these messages.
+    `decompose` + `projector_from_spectrum`, for several rules on one C."""
+    return projector_from_spectrum(decompose(cov, layer=layer), threshold=threshold, mode=mode, energy=energy,
+                                   allow_degenerate=allow_degenerate)
 
 
 @contextmanager

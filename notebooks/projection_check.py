@@ -51,7 +51,7 @@ from alphaedit_core.editor import Editor
 from alphaedit_core.hparams import EditHParams
 from alphaedit_core.keys import keys_and_outputs
 from alphaedit_core.models import load_model, model_fingerprint
-from alphaedit_core.projection import projector_from_cov, subspace_cosine
+from alphaedit_core.projection import decompose, projector_from_cov, projector_from_spectrum, subspace_cosine
 from alphaedit_core.stats import StatsKey, corpus_keys, layer_stats
 from alphaedit_core.paths import cache_dir
 
@@ -114,8 +114,9 @@ axes[0].set(yscale="log", xlabel="eigen-direction (ascending)", ylabel="eigenval
 axes[0].legend(fontsize=8)
 sweep = []
 for l, c in covs.items():
+    spectrum = decompose(c, layer=l)  # one eigendecomposition per layer for the whole sweep
     for t in thresholds:
-        p = projector_from_cov(c, threshold=t, allow_degenerate=True)  # the sweep's ends keep all or nothing
+        p = projector_from_spectrum(spectrum, threshold=t, allow_degenerate=True)  # the ends keep all or nothing
         sweep.append(dict(layer=l, threshold=t, kept_share=p.n_kept / adapter.d_ff, energy_kept=p.energy_kept(),
                           ratio_heldout_mean=float(p.key_ratio(heldout[l]).mean())))
 sweep = pd.DataFrame(sweep)

@@ -113,3 +113,24 @@ def test_parallel_methods_compute_the_unedited_model_once(tiny_setup):
     assert (merged.value_a == merged.value_m).all()
     for m in ("alphaedit", "memit"):  # and every milestone of each stream
         assert set(pd.read_csv(out / f"metrics_raw-{m}.csv").edits) == {0, 2, 4}
+
+
+def test_projection_check_notebook_runs_on_a_tiny_model(tiny_setup):
+    """projection_check end to end: its threshold sweep (one eigendecomposition per layer) agrees with the projector
+    the chapter's table reports at the same rule, and the sweep keeps more directions as the threshold grows."""
+    tmp_path, folder = tiny_setup
+    hp = EditHParams.load(tmp_path / "hparams.json").replace(nullspace_mode="threshold", nullspace_threshold=5e-5)
+    hp.save(tmp_path / "hparams.json")
+    params = dict(model=str(folder), label="tiny", hparams=str(tmp_path / "hparams.json"), n_edits=4, batch_size=2,
+                  heldout_tokens=60, other_corpus_docs=2, thresholds=[1e-7, 5e-5, 1e6],
+                  results_dir=str(tmp_path / "results"))
+    out = tmp_path / "results" / "tiny" / "projection_check"
+    run_notebook("projection_check", params, out, ROOT / "notebooks", timeout=600)
+    table = pd.read_csv(out / "projection.csv").set_index("layer")
+    sweep = pd.read_csv(out / "threshold_sweep.csv")
+    assert sorted(sweep.layer.unique()) == hp.layers
+    for layer, g in sweep.groupby("layer"):
+        g = g.set_index("threshold")
+        assert g.kept_share[1e-7] == 0.0 < g.kept_share[5e-5] < g.kept_share[1e6] == 1.0  # the tiny C's spectrum
+        assert g.kept_share[5e-5] == table.kept_share[layer]  # the same rule gives the same P twice
+        assert g.ratio_heldout_mean[1e6] == pytest.approx(1.0, abs=1e-5)  # P = I lets every key through

@@ -9,7 +9,7 @@ from tiny import TEXT, tiny_model, tiny_tokenizer
 from alphaedit_core.arch import ModelAdapter
 from alphaedit_core.corpus import TextCorpus
 from alphaedit_core.models import model_fingerprint
-from alphaedit_core.projection import projector_from_cov, subspace_cosine
+from alphaedit_core.projection import decompose, projector_from_cov, projector_from_spectrum, subspace_cosine
 from alphaedit_core.stats import StaleStatsError, StatsKey, compute_second_moments, corpus_keys, layer_stats
 
 DOCS = [line for line in TEXT.split("\n") if line]
@@ -101,6 +101,26 @@ def test_projector_annihilates_preserved_directions_and_stores_the_smaller_basis
     assert subspace_cosine(p, p) == pytest.approx(1.0, abs=1e-6)
     ratios = p.key_ratio(big.T.float())
     assert ratios.max() < 1e-5
+
+
+def test_one_decomposition_serves_a_threshold_sweep():
+    """A sweep builds every P from one eigendecomposition: each equals the P built from C on its own, and the number
+    kept is the count of the planted eigenvalues below the threshold (the spectrum is not changed by its use)."""
+    torch.manual_seed(1)
+    d = 20
+    u = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))[0]
+    ev = torch.logspace(-4, 1, d, dtype=torch.float64)  # 1e-4 ... 10, ascending
+    cov = (u * ev) @ u.T
+    spectrum = decompose(cov, layer=3)
+    for t in [1e-5, 1e-3, 2e-2, 0.5, 20.0]:
+        swept = projector_from_spectrum(spectrum, threshold=t, allow_degenerate=True)
+        alone = projector_from_cov(cov, threshold=t, allow_degenerate=True)
+        assert swept.n_kept == int((ev < t).sum())
+        assert swept.complement == alone.complement and torch.equal(swept.basis, alone.basis)
+    energy = projector_from_spectrum(spectrum, mode="energy", energy=0.01)
+    assert energy.n_kept == int((ev.cumsum(0) / ev.sum() <= 0.01).sum())
+    with pytest.raises(ValueError, match="layer 3"):
+        projector_from_spectrum(spectrum, threshold=1e-9)
 
 
 def test_heldout_keys_skip_the_statistics_tokens():
