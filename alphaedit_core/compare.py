@@ -652,12 +652,14 @@ def c8_scale(diffs: Mapping[str, Mapping[str, float]], small: Mapping[str, tuple
 
 def c10_families(pair_diffs: Mapping[tuple[str, str], Mapping[str, Mapping[str, float]]],
                  kept_share: Mapping[str, float], rule_effect: Mapping[str, Mapping[str, Mapping[str, float]]], *,
-                 last: int, reference: str = "LLaMA") -> dict:
+                 last: int | Mapping[tuple[str, str], int], reference: str = "LLaMA") -> dict:
     """C10: do families differ, and does a setting carry from LLaMA to the others?
 
-    `pair_diffs`: (family a, family b) -> measure -> paired difference a − b (AlphaEdit, same records, last common
-    milestone `last`); `kept_share`: family -> mean share of directions P keeps at the official absolute threshold
-    (projection_check); `rule_effect`: family -> measure -> paired difference calibrated − official P (AlphaEdit).
+    `pair_diffs`: (family a, family b) -> measure -> paired difference a − b (AlphaEdit, same records, at `last`:
+    one milestone for every pair, or each pair's own, its last common milestone, so that a family whose run is
+    shorter does not pull the other pairs back to its milestone); `kept_share`: family -> mean share of directions
+    P keeps at the official absolute threshold (projection_check); `rule_effect`: family -> measure -> paired
+    difference calibrated − official P (AlphaEdit).
 
     - differ: some pair differs materially in some measure (interval excludes 0 and |diff| ≥ DROP);
     - own tuning needed: the same absolute threshold keeps shares of directions at least KEPT_SPREAD apart on two
@@ -680,8 +682,12 @@ def c10_families(pair_diffs: Mapping[tuple[str, str], Mapping[str, Mapping[str, 
     differ = bool(material)
     tuning = (_finite(spread) and spread >= KEPT_SPREAD) or bool(tuned)
     verdict = "reproduced" if differ and tuning else "partly reproduced" if differ or tuning else "not reproduced"
-    parts = [f"AlphaEdit at {last} edits on the same records: "
-             + ("; ".join(f"{a} − {b} {m} {_fmt(r)}" for a, b, m, r in material) if material
+    at = {pair: (last[pair] if isinstance(last, Mapping) else last) for pair in pair_diffs}
+    one = len(set(at.values())) == 1
+    parts = [(f"AlphaEdit at {next(iter(at.values()))} edits on the same records: " if one else
+              "AlphaEdit on the same records, each pair at its last common milestone: ")
+             + ("; ".join(f"{a} − {b}{'' if one else f' ({at[(a, b)]} edits)'} {m} {_fmt(r)}"
+                          for a, b, m, r in material) if material
                 else f"no difference of {DROP:.0%} or more between families in any measure")]
     for (a, b), rows in pair_diffs.items():
         move = trade_off(rows)

@@ -527,8 +527,9 @@ cost_names = {"alphaedit_edit_hours": "AlphaEdit editing (h)", "alphaedit_s_per_
 # points in one → *reproduced*; better in one, or that hold-versus-drop pattern alone → *partly reproduced*; none of
 # these → *not reproduced* when L ≥ 1,000 edits, *not testable here* before (the claim's contrast is at 2,000 edits).
 #
-# **C10 (families).** AlphaEdit on one model per family (the first listed with results), on the same records at the
-# last milestone all of them reached. Families *differ* when some pair differs by 10 points or more in some measure
+# **C10 (families).** AlphaEdit on one model per family (the first listed with results), on the same records, each
+# pair of families at the last milestone both reached (a family whose run is shorter does not hold the other pairs
+# back at its milestone; every row of `cross_model_differences.csv` names its milestone). Families *differ* when some pair differs by 10 points or more in some measure
 # (efficacy, rewrite_acc, generalisation, rephrase_acc, specificity, locality, exact match) with a paired interval
 # that excludes 0. They *need their own tuning* when the official absolute threshold keeps shares of directions at
 # least 25 points apart on two families (the same number means a different P), or when the calibrated P changes a
@@ -579,38 +580,38 @@ for m in models:  # one model per family: the first listed with an official Alph
 c10 = {}
 for r in rules:
     reps = {f: m for f, m in representatives.items() if has(m, r)}
-    together = common_milestones({k: v for k, v in reached.items()
-                                  if k[0] in reps.values() and k[1] == r and k[2] == "alphaedit"})
-    if len(reps) < 2 or not together:
+    names = sorted(reps)
+    # each pair of families at its own last common milestone: a shorter run does not pull the others back
+    pair_last = {(fa, fb): pair_common(reps[fa], reps[fb], r) for i, fa in enumerate(names) for fb in names[i + 1:]}
+    pair_last = {pair: ms[-1] for pair, ms in pair_last.items() if ms}
+    if not pair_last:
         c10[r] = dict(verdict="not testable here",
                       evidence=f"Fewer than two families with a common milestone under this P rule "
                                f"({', '.join(f'{f}: {m}' for f, m in reps.items()) or 'none'}); not run yet: "
                                + (", ".join(m for m in models if not has(m, r)) or "none") + ".")
         continue
-    last = together[-1]
-    names = sorted(reps)
     pair_diffs = {}
-    for i, fa in enumerate(names):
-        for fb in names[i + 1:]:
-            pair_diffs[(fa, fb)] = paired_rows(long, col="model", a=reps[fa], b=reps[fb], edits=last,
-                                               where=dict(rule=r, method="alphaedit"),
-                                               measures=[*EDIT_MEASURES, "generalization", "rephrase_acc",
-                                                         *KEEP_MEASURES, "exact_match"], n_boot=n_boot, seed=seed)
-            cross_rows += [dict(claim="C10", rule=r, a=reps[fa], b=reps[fb], edits=last, measure=k, **v)
-                           for k, v in pair_diffs[(fa, fb)].items()]
+    for (fa, fb), last in pair_last.items():
+        pair_diffs[(fa, fb)] = paired_rows(long, col="model", a=reps[fa], b=reps[fb], edits=last,
+                                           where=dict(rule=r, method="alphaedit"),
+                                           measures=[*EDIT_MEASURES, "generalization", "rephrase_acc",
+                                                     *KEEP_MEASURES, "exact_match"], n_boot=n_boot, seed=seed)
+        cross_rows += [dict(claim="C10", rule=r, a=reps[fa], b=reps[fb], edits=last, measure=k, **v)
+                       for k, v in pair_diffs[(fa, fb)].items()]
     kept = {f: c1_inputs[m]["kept_share"] for f, m in reps.items() if m in c1_inputs}
     effect = {}
     for f, m in reps.items():
         if has(m, "calibrated") and has(m, "official"):
             both_rules = pair_common(m, m, "official")
             cal = set(runs[(m, "calibrated")].reached["alphaedit"])
-            at = [e for e in both_rules if e in cal and e <= last]
+            upto = max((e for pair, e in pair_last.items() if f in pair), default=0)
+            at = [e for e in both_rules if e in cal and e <= upto]
             if at:
                 effect[f] = paired_rows(long, col="rule", a="calibrated", b="official", edits=at[-1],
                                         where=dict(model=m, method="alphaedit"), n_boot=n_boot, seed=seed)
                 cross_rows += [dict(claim="C10 (P rule)", rule="calibrated − official", a=m, b=m, edits=at[-1],
                                     measure=k, **v) for k, v in effect[f].items()]
-    c10[r] = c10_families(pair_diffs, kept, effect, last=last, reference=reference_family)
+    c10[r] = c10_families(pair_diffs, kept, effect, last=pair_last, reference=reference_family)
 claims["C10"] = combine_rules(c10)
 claims["C10"]["evidence"] = ("One model per family (" + (", ".join(f"{f}: {m}" for f, m in representatives.items())
                                                          or "none with results yet") + "): family goes with size, instruction tuning (Gemma is a base model) and quantisation. "

@@ -93,6 +93,14 @@ def test_c10_rules():
     assert got["verdict"] == "partly reproduced"
     assert "Gemma − LLaMA is a trade-off, not a ranking: Gemma keeps more facts and lands fewer edits" in got["evidence"]
     assert "trade-off" not in c10_families(differ, {}, {}, last=200)["evidence"]
+    # each pair at its own last common milestone: the evidence names each pair's milestone
+    three = {("Gemma", "LLaMA"): {"efficacy": row(-0.3)}, ("LLaMA", "Qwen"): {"efficacy": row(0.2)}}
+    got = c10_families(three, {}, {}, last={("Gemma", "LLaMA"): 200, ("LLaMA", "Qwen"): 100})
+    assert "each pair at its last common milestone" in got["evidence"]
+    assert "Gemma − LLaMA (200 edits) efficacy -0.300" in got["evidence"]
+    assert "LLaMA − Qwen (100 edits) efficacy +0.200" in got["evidence"]
+    same = c10_families(three, {}, {}, last={("Gemma", "LLaMA"): 100, ("LLaMA", "Qwen"): 100})["evidence"]
+    assert same.startswith("AlphaEdit at 100 edits on the same records: Gemma − LLaMA efficacy")
 
 
 def test_trade_off_is_one_model_landing_more_edits_and_keeping_fewer_facts():
