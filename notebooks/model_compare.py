@@ -191,22 +191,28 @@ for e in common:
                       differing=", ".join("/".join(k) for k in s["differing"])))
 check = pd.DataFrame(check, columns=["edits", "same_records", "records", "union", "differing"])
 check.to_csv(out / "common_milestones.csv", index=False)
-last_common = common[-1] if common else None
-display(Markdown(f"Common milestones: **{', '.join(map(str, common)) or 'none'}**"
-                 + (f"; the last common milestone is {last_common} edits." if common else
+# the comparisons of the official runs (AlphaEdit − MEMIT, the weights) stop at the official runs' last common
+# milestone: a calibrated run that lags behind does not pull them back
+official = common_milestones({k: v for k, v in reached.items() if k[1] == "official"})
+last_common = official[-1] if official else (common[-1] if common else None)
+display(Markdown(f"Common milestones of every run: **{', '.join(map(str, common)) or 'none'}**"
+                 + (f"; of the official runs: **{', '.join(map(str, official))}**" if official != common else "")
+                 + (f". AlphaEdit − MEMIT and the weights are read at {last_common} edits; the families, each pair "
+                    "at the last milestone both reached (Verdicts)." if last_common else
                     " (fewer than one run with results, or runs without a milestone in common).")))
 check
 
 # %% [markdown]
 # ## Scores at the common milestones
 # Means over the evaluated records with 95% intervals (Wilson for the binary official rates, t over records for the
-# token accuracies), per model, P rule and method. Fluency and consistency are scored only at the unedited model and
+# token accuracies), per model, P rule and method, at the official runs' common milestones (a calibrated run shows
+# those it reached). Fluency and consistency are scored only at the unedited model and
 # at each run's last milestone, so they appear here only where that is a common milestone.
 
 # %% tags=["hide-input", "hide-output"]
 scores = summarize_runs(long)
 scores.to_csv(out / "scores.csv", index=False)
-shown = scores[scores.edits.isin([0, *common])].copy()
+shown = scores[scores.edits.isin([0, *(official or common)])].copy()
 shown["cell"] = [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in zip(shown["mean"], shown.ci_low, shown.ci_high)]
 order = [m for m in compare.MEASURES.values() if m in set(shown.measure)]
 table = (shown.pivot_table(index=["model", "rule", "method", "edits"], columns="measure", values="cell",
@@ -239,7 +245,7 @@ finish_grid(fig, grid, axes, legend_ax, "score", "models_vs_edits.png")
 
 # %% [markdown]
 # ## AlphaEdit − MEMIT on each model, paired on the same records
-# Per model and P rule: the mean per-record difference AlphaEdit − MEMIT at each common milestone, with a paired
+# Per model and P rule: the mean per-record difference AlphaEdit − MEMIT at each milestone both reached, with a paired
 # bootstrap 95% interval (`alphaedit_core/metrics/paired.py`). The calibrated AlphaEdit is paired with the official
 # run's MEMIT (MEMIT has no P, so that is the same MEMIT). Above 0 AlphaEdit is higher; higher is better for every
 # measure here.
@@ -250,7 +256,9 @@ for m in models:
     for r in rules:
         sub = long[(long.model == m) & (((long.rule == r) & (long.method == "alphaedit"))
                                         | ((long.rule == "official") & (long.method == "memit")))]
-        for e in common:
+        both = common_milestones({k: v for k, v in reached.items()
+                                  if k[0] == m and k in ((m, r, "alphaedit"), (m, "official", "memit"))})
+        for e in (both if (m, r, "alphaedit") in reached and (m, "official", "memit") in reached else []):
             for measure, row in paired_rows(sub, col="method", a="alphaedit", b="memit", edits=e,
                                             n_boot=n_boot, seed=seed).items():
                 rows.append(dict(model=m, rule=r, edits=e, measure=measure, **{k: row[k] for k in (
@@ -260,10 +268,10 @@ vs_memit = pd.DataFrame(rows, columns=["model", "rule", "edits", "measure", "n",
 vs_memit.to_csv(out / "alphaedit_minus_memit.csv", index=False)
 
 # %% [markdown]
-# {numref}`fig-models-alphaedit-minus-memit` shows these differences at every common milestone; the table under it
-# gives them at the last one (every milestone: `alphaedit_minus_memit.csv`).
+# {numref}`fig-models-alphaedit-minus-memit` shows these differences at every milestone; the table under it gives
+# them at the official runs' last common milestone (every milestone: `alphaedit_minus_memit.csv`).
 
-# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-models-alphaedit-minus-memit", "caption": "AlphaEdit − MEMIT on each model, paired on the same records: the mean per-record difference with its paired 95% bootstrap interval at each common milestone, one colour per model; circles and solid lines: AlphaEdit with the official threshold, squares and dashed lines: with the calibrated P (both against the same MEMIT). Above the grey line AlphaEdit scores higher; higher is better for every measure."}, "image": {"alt": "Five small charts in two rows, each with the number of edits on a logarithmic horizontal axis and a difference in score on the vertical axis, a grey horizontal line at zero, and per model two lines of points with vertical interval bars."}}
+# %% tags=["hide-input"] mystnb={"figure": {"name": "fig-models-alphaedit-minus-memit", "caption": "AlphaEdit − MEMIT on each model, paired on the same records: the mean per-record difference with its paired 95% bootstrap interval at each milestone both methods reached, one colour per model; circles and solid lines: AlphaEdit with the official threshold, squares and dashed lines: with the calibrated P (both against the same MEMIT). Above the grey line AlphaEdit scores higher; higher is better for every measure."}, "image": {"alt": "Five small charts in two rows, each with the number of edits on a logarithmic horizontal axis and a difference in score on the vertical axis, a grey horizontal line at zero, and per model two lines of points with vertical interval bars."}}
 panels = ["efficacy", "rewrite_acc", "generalization", "specificity", "locality"]
 fig, grid, axes, legend_ax = panel_grid(panels, 6.4)
 rule_style = {"official": ("o", "-", 0.97), "calibrated": ("s", "--", 1.03)}  # marker, line, x offset
@@ -275,13 +283,14 @@ for ax, measure in zip(axes, panels):
         ax.errorbar(g.edits * shift, g["diff"], yerr=[g["diff"] - g.ci_low, g.ci_high - g["diff"]], fmt=marker,
                     ls=line, ms=4, lw=1, capsize=2, color=palette[m], label=f"{m}, {r} P")
     ax.set(title=measure)
-    edits_axis(ax, common)
+    edits_axis(ax, sorted(set(vs_memit.edits)))
 finish_grid(fig, grid, axes, legend_ax, "AlphaEdit − MEMIT", "alphaedit_minus_memit.png")
 
 # %% tags=["hide-input"]
-last_vs = vs_memit[vs_memit.edits == (common[-1] if common else -1)].dropna(subset=["diff"])
+last_vs = vs_memit[vs_memit.edits == (last_common or -1)].dropna(subset=["diff"])
 if len(last_vs):
-    display(Markdown(f"At {common[-1]:,} edits, the last common milestone: points for the rates and accuracies, "
+    display(Markdown(f"At {last_common:,} edits, the official runs' last common milestone: points for the rates "
+                     "and accuracies, "
                      "the n-gram entropy itself for fluency (not a rate); a dash: not scored there (fluency and "
                      "consistency are scored at a run's last milestone only)."))
 
@@ -371,7 +380,7 @@ for run in present:
     d = run.diagnostics
     if d is None:
         continue
-    d = d[d.edits.isin(common)]
+    d = d[d.edits.isin(official)]
     if run.rule != "official":
         d = d[d.method == "alphaedit"]
     for (meth, e), g in d.groupby(["method", "edits"]):
@@ -624,7 +633,7 @@ if not_yet:
 cross = pd.DataFrame(cross_rows)
 cross.to_csv(out / "cross_model_differences.csv", index=False)
 summary = dict(model=label, notebook="model_compare", n_edits=last_common, quick=quick, models=models,
-               families=family, rules=rules, common_milestones=common,
+               families=family, rules=rules, common_milestones=common, official_common_milestones=official,
                runs={f"{run.model}|{run.rule}": dict(status=run.status, label=run.label, reached=run.reached,
                                                       notes=run.notes) for run in runs.values()},
                not_run_yet=not_run, scale_pair=scale_pair, family_representatives=representatives,
