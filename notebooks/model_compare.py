@@ -542,7 +542,8 @@ cost_names = {"alphaedit_edit_hours": "AlphaEdit editing (h)", "alphaedit_s_per_
 # (efficacy, rewrite_acc, generalisation, rephrase_acc, specificity, locality, exact match) with a paired interval
 # that excludes 0. They *need their own tuning* when the official absolute threshold keeps shares of directions at
 # least 25 points apart on two families (the same number means a different P), or when the calibrated P changes a
-# non-LLaMA model's AlphaEdit by 10 points or more in some measure. Both → *reproduced*; one → *partly reproduced*;
+# non-LLaMA model's AlphaEdit by 10 points or more in some measure (at the last milestone both of its P rules
+# reached). Both → *reproduced*; one → *partly reproduced*;
 # neither → *not reproduced*; fewer than two families with results → *not testable here*.
 #
 # C8 and C10 are judged under each P rule; when the rules agree that is the verdict, when they disagree the effect
@@ -586,6 +587,15 @@ representatives = {}
 for m in models:  # one model per family: the first listed with an official AlphaEdit run
     if has(m, "official"):
         representatives.setdefault(family[m], m)
+# what the calibrated P changes on each model's AlphaEdit, at the last milestone both of its P rules reached
+rule_effect = {}
+for m in representatives.values():
+    at = common_milestones({k: v for k, v in reached.items() if k[0] == m and k[2] == "alphaedit"})
+    if has(m, "calibrated") and has(m, "official") and at:
+        rule_effect[m] = paired_rows(long, col="rule", a="calibrated", b="official", edits=at[-1],
+                                     where=dict(model=m, method="alphaedit"), n_boot=n_boot, seed=seed)
+        cross_rows += [dict(claim="C10 (P rule)", rule="calibrated − official", a=m, b=m, edits=at[-1], measure=k,
+                            **v) for k, v in rule_effect[m].items()]
 c10 = {}
 for r in rules:
     reps = {f: m for f, m in representatives.items() if has(m, r)}
@@ -608,18 +618,7 @@ for r in rules:
         cross_rows += [dict(claim="C10", rule=r, a=reps[fa], b=reps[fb], edits=last, measure=k, **v)
                        for k, v in pair_diffs[(fa, fb)].items()]
     kept = {f: c1_inputs[m]["kept_share"] for f, m in reps.items() if m in c1_inputs}
-    effect = {}
-    for f, m in reps.items():
-        if has(m, "calibrated") and has(m, "official"):
-            both_rules = pair_common(m, m, "official")
-            cal = set(runs[(m, "calibrated")].reached["alphaedit"])
-            upto = max((e for pair, e in pair_last.items() if f in pair), default=0)
-            at = [e for e in both_rules if e in cal and e <= upto]
-            if at:
-                effect[f] = paired_rows(long, col="rule", a="calibrated", b="official", edits=at[-1],
-                                        where=dict(model=m, method="alphaedit"), n_boot=n_boot, seed=seed)
-                cross_rows += [dict(claim="C10 (P rule)", rule="calibrated − official", a=m, b=m, edits=at[-1],
-                                    measure=k, **v) for k, v in effect[f].items()]
+    effect = {f: rule_effect[m] for f, m in reps.items() if m in rule_effect}
     c10[r] = c10_families(pair_diffs, kept, effect, last=pair_last, reference=reference_family)
 claims["C10"] = combine_rules(c10)
 claims["C10"]["evidence"] = ("One model per family (" + (", ".join(f"{f}: {m}" for f, m in representatives.items())
