@@ -543,7 +543,7 @@ cost_names = {"alphaedit_edit_hours": "AlphaEdit editing (h)", "alphaedit_s_per_
 # that excludes 0. They *need their own tuning* when the official absolute threshold keeps shares of directions at
 # least 25 points apart on two families (the same number means a different P), or when the calibrated P changes a
 # non-LLaMA model's AlphaEdit by 10 points or more in some measure (at the last milestone both of its P rules
-# reached). Both → *reproduced*; one → *partly reproduced*;
+# reached; `cross_model_differences.csv` has every milestone). Both → *reproduced*; one → *partly reproduced*;
 # neither → *not reproduced*; fewer than two families with results → *not testable here*.
 #
 # C8 and C10 are judged under each P rule; when the rules agree that is the verdict, when they disagree the effect
@@ -587,15 +587,18 @@ representatives = {}
 for m in models:  # one model per family: the first listed with an official AlphaEdit run
     if has(m, "official"):
         representatives.setdefault(family[m], m)
-# what the calibrated P changes on each model's AlphaEdit, at the last milestone both of its P rules reached
+# what the calibrated P changes on each model's AlphaEdit, at every milestone both of its P rules reached (so that
+# models can be compared at one milestone); the verdict reads the last
 rule_effect = {}
 for m in representatives.values():
     at = common_milestones({k: v for k, v in reached.items() if k[0] == m and k[2] == "alphaedit"})
-    if has(m, "calibrated") and has(m, "official") and at:
-        rule_effect[m] = paired_rows(long, col="rule", a="calibrated", b="official", edits=at[-1],
+    if not (has(m, "calibrated") and has(m, "official")):
+        continue
+    for e in at:
+        rule_effect[m] = paired_rows(long, col="rule", a="calibrated", b="official", edits=e,
                                      where=dict(model=m, method="alphaedit"), n_boot=n_boot, seed=seed)
-        cross_rows += [dict(claim="C10 (P rule)", rule="calibrated − official", a=m, b=m, edits=at[-1], measure=k,
-                            **v) for k, v in rule_effect[m].items()]
+        cross_rows += [dict(claim="C10 (P rule)", rule="calibrated − official", a=m, b=m, edits=e, measure=k, **v)
+                       for k, v in rule_effect[m].items()]
 c10 = {}
 for r in rules:
     reps = {f: m for f, m in representatives.items() if has(m, r)}

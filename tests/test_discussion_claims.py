@@ -500,8 +500,8 @@ def test_on_gemma_the_families_trade_off_and_memit_falls_further_behind():
     assert c10.loc["rewrite_acc", "ci_high"] < 0 and c10.loc["efficacy", "diff"] < 0  # completes fewer
     assert c10.loc["locality", "ci_low"] > 0 and c10.loc["specificity", "ci_low"] > 0  # keeps more
     vs = table(f"{mc}/alphaedit_minus_memit.csv")
-    last = vs[(vs.rule == "official") & (vs.measure == "efficacy")]
-    last = last[last.edits == last.edits.max()].set_index("model")
+    last = vs[(vs.rule == "official") & (vs.measure == "efficacy") & (vs.edits == 200)].set_index("model")
+    assert document(f"{mc}/summary.json")["n_edits"] == 200  # the official runs' last common milestone
     gemma, smol = last.loc["gemma3-270m"], last.loc["smollm2-135m-instruct"]
     assert gemma.ci_low > smol.ci_high and gemma["diff"] - smol["diff"] >= 0.10  # much further behind
     gaps = table(f"{mc}/method_gaps.csv").set_index("model")
@@ -526,3 +526,31 @@ def test_on_gemma_memit_at_a_matched_update_closes_most_of_the_gap():
     memit = rows[rows.method == "memit"]
     smaller = memit[memit.lam < lam.matched_lambda]
     assert (smaller.efficacy == 1.0).any() and (smaller.change > lam.change_matched).all()
+
+
+def test_the_calibrated_rule_costs_this_model_little_and_gemma_much():
+    """"Here it keeps ... of the directions against the official threshold's ..., and costs AlphaEdit little ... On
+    Gemma it keeps ... against ..., and ... the edits land far less often: efficacy ..., rewrite_acc ..., while
+    specificity ... and locality ... barely move"."""
+    mc = "../across-models/model_compare"
+    cross = table(f"{mc}/cross_model_differences.csv")
+    rule = cross[(cross.claim == "C10 (P rule)") & (cross.edits == 100)]  # "after 100 edits"
+    assert not rule.duplicated(["a", "measure"]).any()
+    smol = rule[rule.a == "smollm2-135m-instruct"].set_index("measure")
+    gemma = rule[rule.a == "gemma3-270m"].set_index("measure")
+    assert abs(smol["diff"]["efficacy"]) < 0.05 and abs(smol["diff"]["rewrite_acc"]) < 0.05  # little
+    for m in ("efficacy", "rewrite_acc"):  # far less often
+        assert gemma.ci_high[m] < 0 and gemma["diff"][m] <= -0.10 and gemma["diff"][m] < 3 * smol["diff"][m]
+    assert abs(gemma["diff"]["specificity"]) < 0.03 and abs(gemma["diff"]["locality"]) < 0.03  # barely move
+    kept = table(f"{mc}/projection_by_model.csv").set_index(["model", "rule"]).kept_share
+    for model in ("smollm2-135m-instruct", "gemma3-270m"):
+        assert kept[model, "calibrated"] < kept[model, "official"]
+
+
+def test_qwen_keeps_many_directions_but_little_energy():
+    """"On a third model, Qwen2.5-Coder-0.5B, the official threshold cuts the spectrum elsewhere again: it keeps ... of
+    the directions but only ... of the keys' energy (this model: ...), and held-out keys keep ... of their norm"."""
+    p = table("../across-models/model_compare/projection_by_model.csv").set_index(["model", "rule"])
+    qwen, smol = p.loc["qwen2.5-coder-0.5b-instruct", "official"], p.loc["smollm2-135m-instruct", "official"]
+    assert qwen.kept_share > 0.4 and qwen.energy_kept < 0.1 < smol.energy_kept  # many directions, little energy
+    assert qwen.energy_kept < qwen.kept_share / 5
