@@ -542,6 +542,8 @@ def test_the_calibrated_rule_costs_this_model_little_and_gemma_much():
     for m in ("efficacy", "rewrite_acc"):  # far less often
         assert gemma.ci_high[m] < 0 and gemma["diff"][m] <= -0.10 and gemma["diff"][m] < 3 * smol["diff"][m]
     assert abs(gemma["diff"]["specificity"]) < 0.03 and abs(gemma["diff"]["locality"]) < 0.03  # barely move
+    for m in ("specificity", "locality"):  # Verdict: "for no measurable gain in preservation"
+        assert gemma.ci_low[m] < 0 < gemma.ci_high[m]
     kept = table(f"{mc}/projection_by_model.csv").set_index(["model", "rule"]).kept_share
     for model in ("smollm2-135m-instruct", "gemma3-270m"):
         assert kept[model, "calibrated"] < kept[model, "official"]
