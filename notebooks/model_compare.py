@@ -180,6 +180,13 @@ plans.drop(columns="command").set_index(["model", "rule"])
 
 # %% tags=["hide-input"]
 reached = {(run.model, run.rule, meth): ms for run in present for meth, ms in run.reached.items()}
+
+
+def common_of(*keys: tuple[str, str, str]) -> list[int]:
+    """The milestones every one of these runs (model, P rule, method) reached; none while one has no milestone."""
+    return common_milestones({k: reached[k] for k in keys}) if all(reached.get(k) for k in keys) else []
+
+
 common = common_milestones(reached)
 long = long_frame(present)
 check = []
@@ -256,9 +263,7 @@ for m in models:
     for r in rules:
         sub = long[(long.model == m) & (((long.rule == r) & (long.method == "alphaedit"))
                                         | ((long.rule == "official") & (long.method == "memit")))]
-        both = common_milestones({k: v for k, v in reached.items()
-                                  if k[0] == m and k in ((m, r, "alphaedit"), (m, "official", "memit"))})
-        for e in (both if (m, r, "alphaedit") in reached and (m, "official", "memit") in reached else []):
+        for e in common_of((m, r, "alphaedit"), (m, "official", "memit")):
             for measure, row in paired_rows(sub, col="method", a="alphaedit", b="memit", edits=e,
                                             n_boot=n_boot, seed=seed).items():
                 rows.append(dict(model=m, rule=r, edits=e, measure=measure, **{k: row[k] for k in (
@@ -538,8 +543,9 @@ cost_names = {"alphaedit_edit_hours": "AlphaEdit editing (h)", "alphaedit_s_per_
 #
 # **C10 (families).** AlphaEdit on one model per family (the first listed with results), on the same records, each
 # pair of families at the last milestone both reached (a family whose run is shorter does not hold the other pairs
-# back at its milestone; every row of `cross_model_differences.csv` names its milestone). Families *differ* when some pair differs by 10 points or more in some measure
-# (efficacy, rewrite_acc, generalisation, rephrase_acc, specificity, locality, exact match) with a paired interval
+# back at its milestone; every row of `cross_model_differences.csv` names its milestone). Families *differ* when
+# some pair differs by 10 points or more in some measure (efficacy, rewrite_acc, generalisation, rephrase_acc,
+# specificity, locality, exact match) with a paired interval
 # that excludes 0. They *need their own tuning* when the official absolute threshold keeps shares of directions at
 # least 25 points apart on two families (the same number means a different P), or when the calibrated P changes a
 # non-LLaMA model's AlphaEdit by 10 points or more in some measure (at the last milestone both of its P rules
@@ -554,8 +560,7 @@ cost_names = {"alphaedit_edit_hours": "AlphaEdit editing (h)", "alphaedit_s_per_
 
 # %% tags=["hide-input"]
 def pair_common(model_a: str, model_b: str, rule: str) -> list[int]:
-    return common_milestones({k: v for k, v in reached.items()
-                              if k[0] in (model_a, model_b) and k[1] == rule and k[2] == "alphaedit"})
+    return common_of((model_a, rule, "alphaedit"), (model_b, rule, "alphaedit"))
 
 
 def has(model: str, rule: str) -> bool:
@@ -566,7 +571,7 @@ claims, cross_rows = {}, []
 small, large = scale_pair
 c8 = {}
 for r in rules:
-    both = pair_common(small, large, r) if has(small, r) and has(large, r) else []
+    both = pair_common(small, large, r)
     if not both:
         missing = [m for m in scale_pair if not has(m, r)]
         c8[r] = dict(verdict="not testable here", evidence=(f"Not run yet: {', '.join(missing)}." if missing else
@@ -591,14 +596,13 @@ for m in models:  # one model per family: the first listed with an official Alph
 # models can be compared at one milestone); the verdict reads the last
 rule_effect = {}
 for m in representatives.values():
-    at = common_milestones({k: v for k, v in reached.items() if k[0] == m and k[2] == "alphaedit"})
-    if not (has(m, "calibrated") and has(m, "official")):
-        continue
-    for e in at:
-        rule_effect[m] = paired_rows(long, col="rule", a="calibrated", b="official", edits=e,
-                                     where=dict(model=m, method="alphaedit"), n_boot=n_boot, seed=seed)
-        cross_rows += [dict(claim="C10 (P rule)", rule="calibrated − official", a=m, b=m, edits=e, measure=k, **v)
-                       for k, v in rule_effect[m].items()]
+    effects = {e: paired_rows(long, col="rule", a="calibrated", b="official", edits=e,
+                              where=dict(model=m, method="alphaedit"), n_boot=n_boot, seed=seed)
+               for e in common_of((m, "official", "alphaedit"), (m, "calibrated", "alphaedit"))}
+    cross_rows += [dict(claim="C10 (P rule)", rule="calibrated − official", a=m, b=m, edits=e, measure=k, **v)
+                   for e, rows in effects.items() for k, v in rows.items()]
+    if effects:
+        rule_effect[m] = effects[max(effects)]
 c10 = {}
 for r in rules:
     reps = {f: m for f, m in representatives.items() if has(m, r)}
