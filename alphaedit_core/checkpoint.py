@@ -28,6 +28,7 @@ finished chunk of targets, so the resumed batch optimises only the chunks it had
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -35,7 +36,7 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -434,6 +435,30 @@ class TargetJournal:
         meta = {"batch": self.batch, "state": self.state, "requests": hashes, "seconds": seconds}
         return _write_file(self.path(hashes), tensors, meta, ".targets")
 
+    @contextlib.contextmanager
+    def lock(self, requests: Sequence[Any], wait: bool = False) -> Iterator[bool]:
+        """Hold the chunk's lock (an `flock` beside its entry) for the block: True when held, False when another
+        process holds it and `wait` is False (it is optimising the chunk: come back later with `wait=True`, which
+        blocks until that process saves the chunk or dies). The kernel drops the lock with its process. Without
+        `fcntl` (not POSIX) every claim is granted."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield True
+            return
+        path = self.path([request_sha256(r) for r in requests]).with_suffix(".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
     def prune(self, keep_own: bool = True) -> None:
         """Remove the entries of other batches and leftover temporary files; with `keep_own=False` the whole
         journal (this batch's checkpoint is written: nothing in it is needed any more)."""
@@ -446,3 +471,47 @@ class TargetJournal:
         for p in self.folder.iterdir():
             if not (p.name.startswith(own) and p.name.endswith(".safetensors")):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+class FirstBatchTargets:
+    """The first batch's targets, shared by the streams that start from the same unedited model with the same
+    target settings: AlphaEdit and MEMIT, under either P rule, optimise the same z for the same requests (their
+    hyperparameters differ only in what `TargetJournal` leaves out of `first_batch_state`). Two lanes of a fresh
+    run split the batch's chunks between them through `claim`, and a later stream of the model reads them all.
+
+    Chunks are read from the run's own journal `own`, then from `shared` (`<cache>/.../b000000-*`), and saved to
+    both. The shared state holds the threads and the device and dtype the targets are computed with, so that a chunk
+    is only ever read by a process that would have computed the same bits."""
+
+    def __init__(self, own: TargetJournal, shared: TargetJournal):
+        self.own, self.shared = own, shared
+
+    def load(self, requests: Sequence[Any]) -> tuple[dict[str, torch.Tensor], float] | None:
+        return self.own.load(requests) or self.shared.load(requests)
+
+    def save(self, requests: Sequence[Any], tensors: dict[str, torch.Tensor], seconds: float) -> Path:
+        self.shared.save(requests, tensors, seconds)
+        return self.own.save(requests, tensors, seconds)
+
+    def claim(self, requests: Sequence[Any], wait: bool = False):
+        """The chunk's lock in the shared folder (`TargetJournal.lock`)."""
+        return self.shared.lock(requests, wait=wait)
+
+    def prune(self, keep_own: bool = True) -> None:
+        """The run's own journal only: the shared entries serve later streams."""
+        self.own.prune(keep_own)
+
+
+# hyperparameters that do not change the first batch's targets (the P rule, its documentation)
+NOT_TARGET_SETTINGS = ("nullspace_threshold", "nullspace_mode", "nullspace_energy", "source")
+
+
+def first_batch_state(fingerprint: str, hparams: dict[str, Any], templates: list[str], batch_size: int,
+                      device: str, dtype: str, threads: int) -> str:
+    """What the first batch's targets depend on besides their requests: the unedited model, every hyperparameter
+    but `NOT_TARGET_SETTINGS` (MEMIT's and L2 included, to stay on the safe side), the templates, the batch size
+    (it fixes the chunks), and where and how they are computed."""
+    kept = {k: v for k, v in hparams.items() if k not in NOT_TARGET_SETTINGS}
+    return digest(dict(model_fingerprint=fingerprint, hparams=kept, templates=templates, batch_size=batch_size,
+                       device=device, dtype=dtype, threads=threads))
+

@@ -246,7 +246,8 @@ class Editor:
 
     def run(self, requests: list[EditRequest], *, batch_size: int | None = None, checkpoint: str | Path | None = None,
             on_batch: Callable[["Editor", list[EditRequest], BatchReport], None] | None = None,
-            stop_after: int | None = None, deadline: float | None = None) -> list[BatchReport]:
+            stop_after: int | None = None, deadline: float | None = None,
+            first_batch_cache: str | Path | None = None) -> list[BatchReport]:
         """Edit `requests` sequentially in batches. With `checkpoint`, the state is saved after every batch and
         a run that finds a checkpoint there resumes after its last batch, once the checkpoint is verified to
         belong to this run (same model, method, hparams, statistics, batch size, and requests: the edited ones
@@ -254,7 +255,9 @@ class Editor:
         `stop_after` ends after that many batches in total (for tests of interruption); `deadline` (a
         `time.time()` value) starts no new batch after it: a later call resumes from the checkpoint.
         While it may write, the run holds the checkpoint's `WriterLock`: a second writer gets `CheckpointBusy`.
-        A run with nothing left to do (all edited, `stop_after` reached, `deadline` passed) only reads."""
+        A run with nothing left to do (all edited, `stop_after` reached, `deadline` passed) only reads.
+        `first_batch_cache` (with `checkpoint`): a folder where the first batch's targets are shared with the other
+        streams of the same unedited model and target settings (`checkpoint.FirstBatchTargets`)."""
         batch_size = self.hp.batch_size if batch_size is None else batch_size
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be a positive integer")
@@ -285,7 +288,7 @@ class Editor:
         try:
             while more():
                 batch = batches[self.batches_done]
-                journal = self._journal(checkpoint) if checkpoint is not None else None
+                journal = self._journal(checkpoint, first_batch_cache) if checkpoint is not None else None
                 report = self.edit_batch(batch, journal)
                 if on_batch is not None:  # before the checkpoint: an interrupted callback is redone on resume
                     on_batch(self, batch, report)  # (with the batch's targets read back from the journal)
@@ -315,11 +318,20 @@ class Editor:
         """W_l − W_l⁰ for each edited layer: {layer: [d_model, d_ff]}."""
         return {l: self.adapter.weight_view(l).detach() - w for l, w in self.original.items()}
 
-    def _journal(self, checkpoint: str | Path) -> ckpt.TargetJournal:
+    def _journal(self, checkpoint: str | Path, first_batch_cache: str | Path | None = None
+                 ) -> ckpt.TargetJournal | ckpt.FirstBatchTargets:
         """The target journal of the next batch: bound to the run's identity and the requests edited so far, which
-        fix the edited weights the targets are optimised on."""
+        fix the edited weights the targets are optimised on; for the first batch, with `first_batch_cache`, also
+        shared with the other streams of the unedited model."""
         state = ckpt.digest({**self.identity(), "edited": self.request_hashes, "batch_size": self.batch_size})
-        return ckpt.TargetJournal(checkpoint, self.batches_done, state)
+        own = ckpt.TargetJournal(checkpoint, self.batches_done, state)
+        if first_batch_cache is None or self.batches_done or not self.fast_targets:
+            return own
+        L = self.hp.layers[-1]
+        shared = ckpt.first_batch_state(self.fingerprint, self.hp.to_dict(), self.templates, self.batch_size,
+                                        str(self.adapter.layer_device(L)), str(self.adapter.weight_view(L).dtype),
+                                        torch.get_num_threads())
+        return ckpt.FirstBatchTargets(own, ckpt.TargetJournal(first_batch_cache, 0, shared))
 
     def identity(self) -> dict[str, Any]:
         """What a checkpoint of this run must match to be resumed by it."""

@@ -474,8 +474,9 @@ def compute_targets(
     `grouping` and `fused_head` choose the layout of the replayed rows and the loss head (see `_Chunk`,
     `_head_losses`); every choice gives the same z to float rounding, the defaults are the fastest measured.
     With a `journal`, a chunk it holds is read back instead of optimised, and every chunk optimised is saved to it
-    (chunks do not depend on each other, so a resumed batch gets the same bits). z and h0 are on layer L's device
-    (`ModelAdapter.layer_device`)."""
+    (chunks do not depend on each other, so a resumed batch gets the same bits). A journal with a `claim` is shared
+    with other processes (`checkpoint.FirstBatchTargets`): a chunk another process is optimising is skipped and read
+    once it is saved. z and h0 are on layer L's device (`ModelAdapter.layer_device`)."""
     device = adapter.layer_device(hp.layers[-1])
     n = len(requests)
     zs = torch.zeros(n, adapter.d_model, device=device)
@@ -485,23 +486,45 @@ def compute_targets(
     bar = tqdm(total=n, desc="targets", unit="req", disable=not progress)
     order = sorted(range(n), key=lambda i: _suffix_length(tok, requests[i]))  # little padding within a chunk
     reused = 0.0
+
+    def read(chunk: list[EditRequest]) -> TargetResult | None:
+        nonlocal reused
+        kept = journal.load(chunk) if journal is not None else None
+        if kept is None:
+            return None
+        t, seconds = kept
+        reused += seconds
+        return TargetResult(t["z"].to(device), t["h0"].to(device), t["steps"], t["loss"])
+
+    def optimise(chunk: list[EditRequest]) -> TargetResult:
+        t0 = time.perf_counter()
+        res = _optimise(model, tok, adapter, chunk, templates, hp, rebuild_below,
+                        dict(grouping=grouping, fused_head=fused_head))
+        if journal is not None:
+            journal.save(chunk, dict(z=res.z, h0=res.h0, steps=res.steps, loss=res.loss), time.perf_counter() - t0)
+        return res
+
+    def place(ids: list[int], res: TargetResult) -> None:
+        zs[ids], h0s[ids], steps[ids], last[ids] = res.z, res.h0, res.steps, res.loss
+        bar.update(len(ids))
+
+    claim = getattr(journal, "claim", None)  # a journal shared with other processes (`FirstBatchTargets`)
+    deferred = []
     for start in range(0, n, hp.targets_chunk):
         ids = order[start : start + hp.targets_chunk]
         chunk = [requests[i] for i in ids]
-        kept = journal.load(chunk) if journal is not None else None
-        if kept is not None:
-            t, seconds = kept
-            reused += seconds
-            res = TargetResult(t["z"].to(device), t["h0"].to(device), t["steps"], t["loss"])
-        else:
-            t0 = time.perf_counter()
-            res = _optimise(model, tok, adapter, chunk, templates, hp, rebuild_below,
-                            dict(grouping=grouping, fused_head=fused_head))
-            if journal is not None:
-                journal.save(chunk, dict(z=res.z, h0=res.h0, steps=res.steps, loss=res.loss),
-                             time.perf_counter() - t0)
-        zs[ids], h0s[ids], steps[ids], last[ids] = res.z, res.h0, res.steps, res.loss
-        bar.update(len(ids))
+        res = read(chunk)
+        if res is None and claim is not None:
+            with claim(chunk) as mine:
+                if not mine:  # another process is optimising it: take the next chunk, come back at the end
+                    deferred.append(ids)
+                    continue
+                res = read(chunk) or optimise(chunk)  # (it may have been saved since the first look)
+        place(ids, res if res is not None else optimise(chunk))
+    for ids in deferred:  # wait for the process that claimed it; optimise it here if that process died first
+        chunk = [requests[i] for i in ids]
+        with claim(chunk, wait=True):
+            place(ids, read(chunk) or optimise(chunk))
     bar.close()
     return TargetResult(zs, h0s, steps, last, reused)
 

@@ -95,6 +95,9 @@ hp = EditHParams.load(hparams or model, **overrides)
 adapter = ModelAdapter.from_model(lm)
 records = load_offline_counterfact(n=n_edits, seed=seed)
 requests = to_requests(records)
+# the unedited model is scored on the sample of the whole plan's last milestone, however the run is split into
+# sittings (`stop_after_edits`): a run stopped at 100 and resumed shares its 0-edit scores with one that runs through
+sample_at = max([m for m in milestones if m <= n_edits], default=n_edits)
 milestones = [m for m in milestones if m <= (stop_after_edits or n_edits)]
 data_digest = runs.data_digest(requests)
 run_key = runs.run_key(model_fingerprint(lm), n_edits, batch_size, seed, hp.to_dict(), requests)
@@ -145,9 +148,9 @@ def eval_parts(n_done: int, method: str) -> tuple[Path, str]:
 
 
 def evaluate_at(n_done: int, method: str) -> pd.DataFrame:
-    """Every metric family on the milestone's sample; the unedited model (0 edits) on the last milestone's. Scored
+    """Every metric family on the milestone's sample; the unedited model (0 edits) on the plan's last. Scored
     `eval_chunk` records at a time, each chunk's rows kept as it finishes, so an interrupted evaluation resumes."""
-    sample = eval_sample(n_done) if n_done else eval_sample(milestones[-1])
+    sample = eval_sample(n_done) if n_done else eval_sample(sample_at)
     edited = records[:n_done]  # the evaluator refuses a neighbourhood prompt about any of these subjects
     extra = dict(method=method, edits=n_done, **versions())
 
@@ -195,7 +198,7 @@ def capability_at(n_done: int, method: str) -> tuple[pd.DataFrame, pd.DataFrame]
 # The unedited model's scores (0 edits) do not depend on the method or the editing hyperparameters: they are
 # computed once per model, records and evaluation settings, and shared by every method and variant of the stream.
 unedited_key = hashlib.sha256(json.dumps(dict(
-    model=model_fingerprint(lm), data=data_digest, n_edits=n_edits, sample=milestones[-1], seed=seed,
+    model=model_fingerprint(lm), data=data_digest, n_edits=n_edits, sample=sample_at, seed=seed,
     eval_cap=eval_cap, gen_cap=gen_cap, fluency_cap=fluency_cap, drift_layers=drift_layers,
     seq_len=hp.mom2_seq_len, capability=[c.identity for c in held_out.values()], capability_tokens=capability_tokens,
     evaluator=EVALUATOR_VERSION), sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -226,7 +229,8 @@ append, check_table, done = run_tables.append, run_tables.check, run_tables.done
 # ## The runs
 # One table per method (`metrics_raw-<method>.csv`, `diagnostics-<method>.csv`), so that the methods can also run
 # as separate processes; milestones and batches already written are not redone, and the editor resumes from its
-# checkpoint.
+# checkpoint. The first batch's targets (optimised on the unedited model, the same for AlphaEdit and MEMIT and for
+# either P rule) are shared: two method processes split its chunks, and a later stream of the model reads them.
 
 # %%
 deadline = time.time() + 60 * time_budget_min if time_budget_min is not None else None
@@ -291,7 +295,8 @@ for method in methods:
         print(f"{method}: {n_done} edits, {seconds:.0f} s for this batch", flush=True)
 
     editor.run(requests, batch_size=batch_size, checkpoint=run_dir / method, on_batch=on_batch, deadline=deadline,
-               stop_after=None if stop_after_edits is None else math.ceil(stop_after_edits / batch_size))
+               stop_after=None if stop_after_edits is None else math.ceil(stop_after_edits / batch_size),
+               first_batch_cache=cache_dir("runs", "first-batch-targets"))  # shared by the model's streams
     checkpointed[method] = min(editor.batches_done * batch_size, n_edits)
     print(f"{method}: {checkpointed[method]} of {n_edits} edits done")
     editor.restore()

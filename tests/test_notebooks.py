@@ -115,6 +115,34 @@ def test_parallel_methods_compute_the_unedited_model_once(tiny_setup):
         assert set(pd.read_csv(out / f"metrics_raw-{m}.csv").edits) == {0, 2, 4}
 
 
+def test_the_unedited_scores_do_not_depend_on_where_a_sitting_stops(tiny_setup):
+    """A run stopped after its first milestone scores the unedited model on the sample of the plan's last milestone
+    (here every record), and the sitting that finishes the run reads those scores instead of computing others."""
+    tmp_path, folder = tiny_setup
+    params = dict(model=str(folder), label="tiny-sittings", hparams=str(tmp_path / "hparams.json"), n_edits=4,
+                  batch_size=2, milestones=[2, 4], eval_cap=4, gen_cap=2, fluency_cap=2, drift_tokens=50,
+                  capability_corpora=[str(tmp_path / "corpus.txt")], capability_tokens=60, methods=["alphaedit"],
+                  results_dir=str(tmp_path / "results"), seed=7, stop_after_edits=2)
+    out = tmp_path / "results" / "tiny-sittings" / "edit_count"
+    run_notebook("edit_count", params, out, ROOT / "notebooks", timeout=600)
+    first = pd.read_csv(out / "metrics_raw-alphaedit.csv")
+    assert set(first.edits) == {0, 2}
+    from alphaedit_core.data import load_offline_counterfact
+
+    every_record = {r["case_id"] for r in load_offline_counterfact(n=4, seed=7)}
+    assert set(first[first.edits == 0].case_id) == every_record  # not the first sitting's two
+    # another stream of the same records that runs through (MEMIT, its own folder): its 0-edit rows come from the cache
+    through = tmp_path / "results" / "tiny-through" / "edit_count"
+    run_notebook("edit_count", {**params, "label": "tiny-through", "methods": ["memit"], "stop_after_edits": None},
+                 through, ROOT / "notebooks", timeout=600)
+    assert "computing the unedited model's metrics" not in (through / "edit_count.ipynb").read_text()
+    both = pd.read_csv(through / "metrics_raw-memit.csv")
+    assert set(both.edits) == {0, 2, 4}
+    key = ["case_id", "family", "prompt_kind", "metric"]
+    zero = both[both.edits == 0].merge(first[first.edits == 0], on=key, suffixes=("", "_first"))
+    assert len(zero) == len(first[first.edits == 0]) and (zero.value == zero.value_first).all()
+
+
 def test_projection_check_notebook_runs_on_a_tiny_model(tiny_setup):
     """projection_check end to end: its threshold sweep (one eigendecomposition per layer) agrees with the projector
     the chapter's table reports at the same rule, and the sweep keeps more directions as the threshold grows."""
