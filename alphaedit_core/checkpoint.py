@@ -476,8 +476,8 @@ class TargetJournal:
 class FirstBatchTargets:
     """The first batch's targets, shared by the streams that start from the same unedited model with the same
     target settings: AlphaEdit and MEMIT, under either P rule, optimise the same z for the same requests (their
-    hyperparameters differ only in what `TargetJournal` leaves out of `first_batch_state`). Two lanes of a fresh
-    run split the batch's chunks between them through `claim`, and a later stream of the model reads them all.
+    hyperparameters differ only in `NOT_TARGET_SETTINGS`, which `first_batch_state` leaves out). Two lanes of a
+    fresh run split the batch's chunks between them through `claim`, and a later stream of the model reads them.
 
     Chunks are read from the run's own journal `own`, then from `shared` (`<cache>/.../b000000-*`), and saved to
     both. The shared state holds the threads and the device and dtype the targets are computed with, so that a chunk

@@ -75,6 +75,7 @@ results_dir = "../results"
 quick = False
 
 # %% tags=["hide-input", "remove-output"]
+import functools
 import json
 import math
 import time
@@ -98,7 +99,7 @@ from alphaedit_core.metrics import EVALUATOR_VERSION, evaluate, summarize
 from alphaedit_core.metrics.paired import paired_differences
 from alphaedit_core.models import load_model, model_fingerprint
 from alphaedit_core.paths import cache_dir
-from alphaedit_core.projection import ProjectorWarning, projector_from_cov
+from alphaedit_core.projection import ProjectorWarning, decompose, projector_from_spectrum
 from alphaedit_core.provenance import code_version
 from alphaedit_core.requests import EditRequest
 from alphaedit_core.stats import corpus_keys, layer_stats
@@ -200,14 +201,20 @@ def setting_rule(h: dict) -> str:
     return rule_label(rule_of(h), h["mom2_corpus"])
 
 
+@functools.lru_cache(maxsize=1)  # one corpus's spectra at a time: [d_ff, d_ff] float64 per layer
+def spectra_of(corpus: str) -> dict:
+    """Each layer's C decomposed once, for every rule built from that corpus's statistics."""
+    return {l: decompose(stats_of[corpus][l], layer=l) for l in hp.layers}
+
+
 def build_projectors(rule: tuple[str, float], allow_degenerate: bool = False, corpus: str = "") -> dict:
     mode, value = rule
-    stats = stats_of[corpus or hp.mom2_corpus]
+    spectra = spectra_of(corpus or hp.mom2_corpus)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ProjectorWarning)  # near-degenerate rules are the sweep's ends: shown below
-        return {l: projector_from_cov(stats[l], mode=mode, threshold=value if mode == "threshold" else 1.0,
-                                      energy=value if mode == "energy" else 0.5, allow_degenerate=allow_degenerate,
-                                      layer=l) for l in hp.layers}
+        return {l: projector_from_spectrum(spectra[l], mode=mode, threshold=value if mode == "threshold" else 1.0,
+                                           energy=value if mode == "energy" else 0.5,
+                                           allow_degenerate=allow_degenerate) for l in hp.layers}
 
 
 def mean_leak(p, keys: torch.Tensor) -> float:
