@@ -493,7 +493,7 @@ class FirstBatchTargets:
         self.shared.save(requests, tensors, seconds)
         return self.own.save(requests, tensors, seconds)
 
-    def claim(self, requests: Sequence[Any], wait: bool = False):
+    def claim(self, requests: Sequence[Any], wait: bool = False) -> contextlib.AbstractContextManager[bool]:
         """The chunk's lock in the shared folder (`TargetJournal.lock`)."""
         return self.shared.lock(requests, wait=wait)
 

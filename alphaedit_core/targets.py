@@ -520,7 +520,7 @@ def compute_targets(
                     deferred.append(ids)
                     continue
                 res = read(chunk) or optimise(chunk)  # (it may have been saved since the first look)
-        place(ids, res if res is not None else optimise(chunk))
+        place(ids, res or optimise(chunk))
     for ids in deferred:  # wait for the process that claimed it; optimise it here if that process died first
         chunk = [requests[i] for i in ids]
         with claim(chunk, wait=True):
