@@ -389,8 +389,9 @@ def run_cost(run: Run) -> dict[str, Any]:
 
 
 def read_projection(results_root: str | Path, model: str, rule: str) -> dict[str, Any]:
-    """P diagnostics of (model, rule) from results/<label>/projection_check/: dict(status, table, summary, note).
-    A table counts for the calibrated rule only if its summary records the energy rule."""
+    """P diagnostics of (model, rule) from results/<label>/projection_check/: dict(status, table, summary, note,
+    wall_hours: the check's wall time from its provenance.json, NaN when not recorded; a model's first check also
+    computes its statistics). A table counts for the calibrated rule only if its summary records the energy rule."""
     import pandas as pd
 
     folder = Path(results_root) / run_label(model, rule) / "projection_check"
@@ -408,7 +409,11 @@ def read_projection(results_root: str | Path, model: str, rule: str) -> dict[str
         return dict(status="not valid", table=None, summary=summary,
                     note="its summary.json records no nullspace_mode='energy' (projection_check built P at the "
                          "absolute threshold)")
-    return dict(status="complete", table=table, summary=summary, note="")
+    try:
+        wall = float(json.loads((folder / "provenance.json").read_text())["wall_seconds"]) / 3600
+    except (OSError, ValueError, KeyError, TypeError):
+        wall = math.nan
+    return dict(status="complete", table=table, summary=summary, note="", wall_hours=wall)
 
 
 def preset_checks(results_root: str | Path, model: str) -> list[dict[str, Any]]:

@@ -317,7 +317,9 @@ else:
 # From each model's `projection_check`: per edited layer, the share of directions P keeps, the share of the keys'
 # energy they carry, and ‖Pk‖/‖k‖ for held-out preserved keys (0 is perfect annihilation), edit keys and random
 # directions (≈ √(kept share)). The same absolute threshold keeps very different shares of directions on models whose
-# keys have different scales; the calibrated rule keeps the same share of energy on each.
+# keys have different scales; the calibrated rule keeps the same share of energy on each. `check_wall_hours` is what
+# the check took on the machine of its provenance.json; a model's first check also computes its statistics (300k
+# tokens), later ones read them from the cache.
 
 # %% tags=["hide-input"]
 proj_rows, c1_inputs, sweeps = [], {}, []
@@ -334,7 +336,8 @@ for m in models:
                               energy_kept=t.energy_kept.mean(), leak_heldout=t.ratio_heldout_mean.mean(),
                               leak_edit_keys=t.ratio_edit_keys_mean.mean() if "ratio_edit_keys_mean" in t else None,
                               leak_random=t.ratio_random_mean.mean(),
-                              C5=p["summary"].get("claims", {}).get("C5", {}).get("verdict", ""), note=p["note"]))
+                              C5=p["summary"].get("claims", {}).get("C5", {}).get("verdict", ""),
+                              check_wall_hours=p["wall_hours"], note=p["note"]))
         if r == "official":
             c1_inputs[m] = dict(verdict=p["summary"].get("claims", {}).get("C1", {}).get("verdict"),
                                 kept_share=t.kept_share.mean(), energy_kept=t.energy_kept.mean(),
@@ -520,7 +523,10 @@ else:
 # Editing hours per method are the sum over batches of the time spent on targets, keys and solves (`diagnostics.csv`,
 # every sitting); wall hours add loading, statistics and evaluation and are known for the sittings recorded in
 # `sittings.jsonl` (written by `python -m alphaedit_core.compare run`); `provenance.json` describes the last sitting
-# only (it is rewritten at every sitting).
+# only (it is rewritten at every sitting). The first batch's targets are optimised once per model and target settings
+# and shared by its streams (both methods, both P rules); each stream counts them at what they cost where they were
+# optimised, so a method's editing hours are what its stream would cost alone, and the streams of one sitting can
+# add up to more than its wall time.
 
 # %% tags=["hide-input"]
 cost = pd.DataFrame([run_cost(run) for run in present])

@@ -645,3 +645,24 @@ def test_a_sitting_can_stop_at_a_milestone_short_of_the_guide_and_the_run_stays_
     (folder / "provenance.json").write_text(json.dumps(dict(status="completed", parameters=small)))
     (folder / "summary.json").write_text(json.dumps(dict(n_edits_planned=400)))
     assert compare.read_run(tmp_path, "qwen2.5-coder-1.5b-instruct", "official").status == "complete"
+
+
+def test_read_projection_reads_the_table_the_rule_and_the_checks_wall_time(tmp_path):
+    """A missing folder is 'not run yet'; a calibrated table built at the absolute threshold is not valid; a complete
+    one carries its table and the wall hours of its provenance (7,200 s → 2 h), NaN when provenance has none."""
+    assert compare.read_projection(tmp_path, "m", "official")["status"] == "not run yet"
+    table = pd.DataFrame([dict(layer=3, d_ff=8, n_kept=4, kept_share=0.5, energy_kept=0.1, ratio_heldout_mean=0.3,
+                               ratio_random_mean=0.7)])
+    for label, mode in (("m", "threshold"), ("m-calibrated", "threshold")):
+        folder = tmp_path / label / "projection_check"
+        folder.mkdir(parents=True)
+        table.to_csv(folder / "projection.csv", index=False)
+        (folder / "summary.json").write_text(json.dumps(dict(nullspace_mode=mode)))
+    (tmp_path / "m" / "projection_check" / "provenance.json").write_text(
+        json.dumps(dict(status="completed", wall_seconds=7200.0)))
+    official = compare.read_projection(tmp_path, "m", "official")
+    assert official["status"] == "complete" and official["wall_hours"] == 2.0
+    assert official["table"].kept_share.tolist() == [0.5]
+    assert compare.read_projection(tmp_path, "m", "calibrated")["status"] == "not valid"
+    (tmp_path / "m" / "projection_check" / "provenance.json").write_text(json.dumps(dict(status="completed")))
+    assert math.isnan(compare.read_projection(tmp_path, "m", "official")["wall_hours"])
