@@ -559,20 +559,26 @@ def test_qwen_keeps_many_directions_but_little_energy():
 
 
 def test_on_qwen_the_edits_land_as_here_and_preservation_falls_under_both_p_rules():
-    """"On Qwen ... the edits land as often as here ... but it keeps far fewer unrelated facts ... MEMIT's update is
-    nearly as large as AlphaEdit's ... the calibrated P changes little"."""
+    """"On Qwen ... the edits land nearly as often as here by the loose measure, clearly less often by the strict
+    one, and it keeps far fewer unrelated facts ... MEMIT is no remedy: its update is nearly as large, it keeps about
+    as few unrelated facts and by the second batch lands more edits by the strict measure ... the calibrated P changes
+    little"."""
     mc = "../across-models/model_compare"
     cross = table(f"{mc}/cross_model_differences.csv")
     pair = cross[(cross.claim == "C10") & (cross.rule == "official") & (cross.a == "smollm2-135m-instruct")
                  & (cross.b == "qwen2.5-coder-0.5b-instruct")].set_index("measure")
-    assert pair.ci_low["efficacy"] <= 0 <= pair.ci_high["efficacy"]  # land as often
+    assert abs(pair["diff"]["efficacy"]) < 0.05  # nearly as often by the loose measure
+    assert pair.ci_low["rewrite_acc"] > 0  # clearly less often by the strict one
     assert pair.ci_low["specificity"] >= 0.10 and pair.ci_low["locality"] >= 0.20  # far fewer kept on Qwen
     gaps = table(f"{mc}/method_gaps.csv").set_index("model")
     assert gaps.change_ratio["qwen2.5-coder-0.5b-instruct"] > 0.8  # MEMIT's update nearly as large
     assert gaps.change_alphaedit["qwen2.5-coder-0.5b-instruct"] > 2 * gaps.change_alphaedit["smollm2-135m-instruct"]
     vs = table(f"{mc}/alphaedit_minus_memit.csv")
-    spec = vs[(vs.model == "qwen2.5-coder-0.5b-instruct") & (vs.rule == "official") & (vs.measure == "specificity")
-              & (vs.edits == 100)]
-    assert len(spec) == 1 and spec["diff"].iloc[0] >= 0  # "MEMIT does no better"
-    rule = cross[(cross.claim == "C10 (P rule)") & (cross.a == "qwen2.5-coder-0.5b-instruct")].set_index("measure")
+    vs = vs[(vs.model == "qwen2.5-coder-0.5b-instruct") & (vs.rule == "official")]
+    vs = vs[vs.edits == vs.edits.max()].set_index("measure")
+    assert vs.edits.max() >= 200  # "by the second batch"
+    assert abs(vs["diff"]["specificity"]) < 0.05 and abs(vs["diff"]["locality"]) < 0.05  # about as few kept
+    assert vs.ci_high["rewrite_acc"] < 0  # MEMIT lands more edits by the strict measure
+    rule = cross[(cross.claim == "C10 (P rule)") & (cross.a == "qwen2.5-coder-0.5b-instruct")]
+    rule = rule[rule.edits == rule.edits.max()].set_index("measure")
     assert (rule["diff"][["efficacy", "specificity", "locality"]].abs() < 0.05).all()  # changes little
