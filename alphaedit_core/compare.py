@@ -389,9 +389,10 @@ def run_cost(run: Run) -> dict[str, Any]:
 
 
 def read_projection(results_root: str | Path, model: str, rule: str) -> dict[str, Any]:
-    """P diagnostics of (model, rule) from results/<label>/projection_check/: dict(status, table, summary, note,
-    wall_hours: the check's wall time from its provenance.json, NaN when not recorded; a model's first check also
-    computes its statistics). A table counts for the calibrated rule only if its summary records the energy rule."""
+    """P diagnostics of (model, rule) from results/<label>/projection_check/: dict(status, table, summary, note),
+    and for a complete check also wall_hours (its wall time from provenance.json, NaN when not recorded; a model's
+    first check also computes its statistics). A table counts for the calibrated rule only if its summary records
+    the energy rule."""
     import pandas as pd
 
     folder = Path(results_root) / run_label(model, rule) / "projection_check"
